@@ -1,0 +1,118 @@
+"""transformers adapter: OpenAI's ViT CLIPs from the hub, any local CLIP directory, Pocket CLIP.
+
+Spatial maps of a ViT: the last layer's patch tokens (class token dropped), laid out on the
+patch grid; ``raw`` = the tokens as they leave the last block (width C), ``projected`` = the same
+post-layernorm + visual projection that turns the class token into the image embedding (D).
+Taught in: chapter 02 (spatial features).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torchvision import transforms as T
+
+from .. import settings
+from .base import FrozenCLIP, WeightsUnavailableError
+
+#: Our names for OpenAI's ViT CLIPs and their hub ids.
+HF_MODELS = {
+    "ViT-B/32": "openai/clip-vit-base-patch32",
+    "ViT-B/16": "openai/clip-vit-base-patch16",
+    "ViT-L/14": "openai/clip-vit-large-patch14",
+}
+
+
+def processor_transform(processor) -> T.Compose:
+    """A PIL -> tensor transform equal to a ``CLIPImageProcessor``'s resize/crop/normalise."""
+    size = processor.size.get("shortest_edge") or processor.size["height"]
+    crop = processor.crop_size["height"]
+    return T.Compose([
+        T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
+        T.CenterCrop(crop),
+        T.Lambda(lambda im: im.convert("RGB")),
+        T.ToTensor(),
+        T.Normalize(processor.image_mean, processor.image_std),
+    ])
+
+
+class HFCLIPBackbone(FrozenCLIP):
+    """A frozen transformers ``CLIPModel`` with a ViT image tower."""
+
+    family = "transformers"
+
+    def __init__(self, model, tokenizer, processor, name: str, weights_tag: str,
+                 spatial: str = "raw", dtype: torch.dtype = torch.float32):
+        super().__init__(name, weights_tag, spatial, dtype)
+        self.model = model.to(dtype)
+        self.tokenizer = tokenizer
+        self.processor = processor
+        self.preprocess = processor_transform(processor)
+        vcfg = model.config.vision_config
+        self.image_size = vcfg.image_size
+        self.patch_size = vcfg.patch_size
+        self.raw_dim = vcfg.hidden_size                              # C
+        self.embed_dim = model.config.projection_dim                 # D
+        self.context_length = model.config.text_config.max_position_embeddings
+        self.freeze()
+
+    def _logit_scale(self) -> torch.Tensor:
+        return self.model.logit_scale.float()
+
+    def tokenize(self, texts: Sequence[str]) -> dict:
+        """Token ids and attention mask, padded to the longest prompt: (K, L) each."""
+        enc = self.tokenizer(list(texts), padding=True, truncation=True,
+                             max_length=self.context_length, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+    def _encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.model.get_text_features(**self.tokenize(texts)).pooler_output   # (K, D)
+
+    def _encode_image(self, pixels: torch.Tensor, spatial: str):
+        vm = self.model.vision_model
+        hidden = vm(pixel_values=pixels).last_hidden_state          # (B, 1 + HW, C)
+        pooled = self.model.visual_projection(vm.post_layernorm(hidden[:, 0]))   # (B, D)
+        tokens = hidden[:, 1:]                                      # (B, HW, C)
+        if spatial == "projected":
+            tokens = self.model.visual_projection(vm.post_layernorm(tokens))     # (B, HW, D)
+        side = self.image_size // self.patch_size
+        fmap = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)  # (B, C|D, H, W)
+        return pooled, fmap
+
+
+def _hand_placement_help(name: str, repo_id: str, local: Path) -> str:
+    return (f"To place the weights by hand, download the files of the hub repo {repo_id} "
+            "(config.json, model.safetensors, tokenizer.json / vocab.json + merges.txt, "
+            f"preprocessor_config.json) on a machine with internet and copy them into {local}, "
+            f"or pass that directory to load_clip(...).")
+
+
+def load_hf_clip(name_or_dir: str, spatial: str = "raw", dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu", name: str | None = None,
+                 weights_tag: str | None = None) -> HFCLIPBackbone:
+    """Load a transformers CLIP by our name (``ViT-B/16``), hub id, or local directory."""
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+    path = Path(os.path.expanduser(str(name_or_dir)))
+    if path.is_dir():
+        source, repo_id, local = str(path), None, path
+    else:
+        repo_id = HF_MODELS.get(name_or_dir, name_or_dir)
+        local = settings.home("weights", repo_id.replace("/", "--"))
+        source = str(local) if local.is_dir() else repo_id
+    try:
+        model = CLIPModel.from_pretrained(source, cache_dir=str(settings.home("hub")))
+        tokenizer = AutoTokenizer.from_pretrained(source, cache_dir=str(settings.home("hub")))
+        processor = CLIPImageProcessor.from_pretrained(source, cache_dir=str(settings.home("hub")))
+    except (OSError, ValueError) as err:
+        where = f"the local directory {path}" if repo_id is None else (
+            f"{local} and the download cache {settings.home('hub')}")
+        help_ = "" if repo_id is None else "\n" + _hand_placement_help(name_or_dir, repo_id, local)
+        raise WeightsUnavailableError(
+            f"Could not load CLIP weights for {name_or_dir!r}: {err}\nLooked in {where}.{help_}"
+        ) from err
+    tag = weights_tag or (repo_id or f"local:{path.resolve().name}")
+    return HFCLIPBackbone(model.to(device), tokenizer, processor, name or str(name_or_dir),
+                          tag, spatial, dtype)

@@ -1,0 +1,104 @@
+"""open_clip adapter: OpenAI's ResNet CLIPs (RN50, RN101 — the VT-CLIP paper's family).
+
+Spatial maps of a ModifiedResNet:
+* ``raw``       — the layer4 output before attention pooling (the paper's Vs; 2048 ch for RN50);
+* ``projected`` — the attention pool's value and output projections applied at every position
+                  (the "value trick"), which puts each position in the joint space (D channels).
+Taught in: chapter 02 (spatial features).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .. import settings
+from .base import FrozenCLIP, WeightsUnavailableError
+
+#: open_clip model names we load with OpenAI's weights, and the file name of those weights.
+OPEN_CLIP_MODELS = {"RN50": "RN50.pt", "RN101": "RN101.pt"}
+
+
+class OpenCLIPBackbone(FrozenCLIP):
+    """A frozen open_clip ``CLIP`` whose vision tower is a ModifiedResNet."""
+
+    family = "open_clip"
+
+    def __init__(self, model, preprocess, tokenizer, name: str, weights_tag: str,
+                 spatial: str = "raw", dtype: torch.dtype = torch.float32):
+        super().__init__(name, weights_tag, spatial, dtype)
+        visual = model.visual
+        if not hasattr(visual, "attnpool"):
+            raise ValueError(f"{name}: only ResNet (ModifiedResNet) open_clip models are supported; "
+                             "load ViT models through transformers (e.g. 'ViT-B/16')")
+        self.model = model.to(dtype)
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.image_size = int(visual.image_size if isinstance(visual.image_size, int)
+                              else visual.image_size[0])
+        self.raw_dim = visual.attnpool.k_proj.in_features           # C (2048 for RN50)
+        self.embed_dim = visual.attnpool.c_proj.out_features        # D (1024 for RN50)
+        self.freeze()
+
+    def _logit_scale(self) -> torch.Tensor:
+        return self.model.logit_scale.float()
+
+    def _encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        tokens = self.tokenizer(texts).to(self.device)               # (K, L)
+        return self.model.encode_text(tokens)                        # (K, D)
+
+    def feature_map(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The ResNet's layer4 output, before attention pooling: (B, C, H, W)."""
+        v = self.model.visual
+        return v.layer4(v.layer3(v.layer2(v.layer1(v.stem(pixels)))))
+
+    def _encode_image(self, pixels: torch.Tensor, spatial: str):
+        fmap = self.feature_map(pixels)                              # (B, C, H, W)
+        pooled = self.model.visual.attnpool(fmap)                    # (B, D)
+        if spatial == "raw":
+            return pooled, fmap
+        return pooled, self.project_positions(fmap)
+
+    def project_positions(self, fmap: torch.Tensor) -> torch.Tensor:
+        """Value trick: c_proj(v_proj(x + pos)) at every position, (B, C, H, W) -> (B, D, H, W)."""
+        pool = self.model.visual.attnpool
+        b, c, h, w = fmap.shape
+        if pool.positional_embedding.shape[0] != h * w + 1:
+            raise ValueError(f"{self.name}: the attention pool's positional embedding covers "
+                             f"{pool.positional_embedding.shape[0] - 1} positions, the map has {h * w}; "
+                             f"use {self.image_size}px images")
+        x = fmap.flatten(2).transpose(1, 2)                          # (B, HW, C)
+        x = x + pool.positional_embedding[1:].to(x.dtype)            # (B, HW, C)
+        x = pool.c_proj(pool.v_proj(x))                              # (B, HW, D)
+        return x.transpose(1, 2).reshape(b, -1, h, w)                # (B, D, H, W)
+
+
+def weights_path(name: str):
+    """Where we look for OpenAI's weights of ``name`` before trying to download them."""
+    return settings.home("weights", OPEN_CLIP_MODELS[name])
+
+
+def load_open_clip(name: str, spatial: str = "raw", dtype: torch.dtype = torch.float32,
+                   device: torch.device | str = "cpu", pretrained: bool = True) -> OpenCLIPBackbone:
+    """Build ``name`` (RN50/RN101) with OpenAI's weights (local file first, then the hub)."""
+    import open_clip
+
+    cache = settings.home("hub")
+    local = weights_path(name)
+    source = str(local) if local.is_file() else "openai"
+    if not pretrained:
+        source = None
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=source, cache_dir=str(cache), device=device)
+    except Exception as err:  # open_clip raises RuntimeError/OSError/HF errors when offline
+        raise WeightsUnavailableError(
+            f"Could not load OpenAI weights for {name}: {err}\n"
+            f"Looked for a local file at {local} and in the download cache {cache}.\n"
+            f"To place them by hand, download {name}.pt (OpenAI's CLIP release, or "
+            f"'open_clip_pytorch_model.bin' from the hub repo timm/{name.lower().replace('rn', 'resnet')}"
+            f"_clip.openai) on a machine with internet and copy it to {local}."
+        ) from err
+    tag = "openai" if pretrained else "random"
+    tokenizer = open_clip.get_tokenizer(name)
+    return OpenCLIPBackbone(model, preprocess, tokenizer, name, tag, spatial, dtype)

@@ -1,0 +1,10 @@
+"""Datasets: the ``DATASETS`` registry, labelled-image splits and few-shot sampling.
+
+Taught in: chapter 04 (few-shot protocol) and the appendix "Getting the datasets".
+"""
+from .base import (DATASETS, SPLITS, BadImageError, DatasetSpec, ImageFiles, LabeledImages,
+                   few_shot, get_dataset, register)
+from . import toy  # noqa: F401  (registers the tiny built-in dataset)
+
+__all__ = ["DATASETS", "SPLITS", "BadImageError", "DatasetSpec", "ImageFiles", "LabeledImages",
+           "few_shot", "get_dataset", "register"]

@@ -1,0 +1,36 @@
+"""Environment switches, read once: where caches live, smoke mode, which device to use.
+
+Taught in: the book's introduction ("Running the book").
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+#: Root of everything vtclip downloads or caches (weights, datasets, feature caches).
+VTCLIP_HOME = Path(os.environ.get("VTCLIP_HOME", Path.home() / ".cache" / "vtclip")).expanduser()
+#: Smoke mode: tiny sizes everywhere, for CI and quick trials (``VTCLIP_SMOKE=1``).
+SMOKE = os.environ.get("VTCLIP_SMOKE", "0") not in ("", "0", "false", "False")
+#: The repository root (where ``data/`` and ``results/`` live in a source checkout).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Shipped assets (Pocket CLIP checkpoint, split files we create).
+DATA_DIR = REPO_ROOT / "data"
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """The device to run on: ``prefer``, else ``$VTCLIP_DEVICE``, else CUDA when present, else CPU."""
+    name = prefer or os.environ.get("VTCLIP_DEVICE")
+    if name:
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"device {name!r} was asked for but torch sees no CUDA device; "
+                               "use 'cpu' or unset VTCLIP_DEVICE")
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def home(*parts: str) -> Path:
+    """A path under ``VTCLIP_HOME`` (read at call time so tests can redirect it)."""
+    root = Path(os.environ.get("VTCLIP_HOME", VTCLIP_HOME)).expanduser()
+    return root.joinpath(*parts)
