@@ -90,4 +90,4 @@ def tiny_rn():
 
     model = tiny_open_clip_model()
     preprocess = open_clip.image_transform(64, is_train=False)
-    return OpenCLIPBackbone(model, preprocess, open_clip.get_tokenizer("RN50"), "tiny-RN", "random")
+    return OpenCLIPBackbone(model, preprocess, open_clip.get_tokenizer("RN50", context_length=16), "tiny-RN", "random")  # noqa

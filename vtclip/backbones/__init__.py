@@ -12,7 +12,7 @@ import torch
 
 from .. import settings
 from .base import SPATIAL_MODES, FrozenCLIP, ImageFeatures, WeightsUnavailableError
-from .hf import HF_MODELS, HFCLIPBackbone, load_hf_clip
+from .hf import HF_MODELS, HFCLIPBackbone, load_hf_clip, weights_digest
 from .openclip import OPEN_CLIP_MODELS, OpenCLIPBackbone, load_open_clip
 
 #: The shipped Pocket CLIP checkpoint (transformers format).
@@ -43,22 +43,13 @@ def load_clip(name: str, spatial: str = "raw", device: torch.device | str | None
                 "repository (git clone it, then pip install -e .), or rebuild it with "
                 "`vtclip pocket pretrain`.")
         clip = load_hf_clip(POCKET_DIR, spatial, dtype, device, name="pocket",
-                            weights_tag=_pocket_tag())
+                            weights_tag=f"pocket:{weights_digest(POCKET_DIR)}")
     elif name in HF_MODELS or Path(name).expanduser().is_dir():
         clip = load_hf_clip(name, spatial, dtype, device)
     else:
         raise ValueError(f"Unknown backbone {name!r}. Known backbones: {', '.join(KNOWN_BACKBONES)}; "
                          "or pass the path of a local transformers CLIP directory.")
     return clip.to(device)
-
-
-def _pocket_tag() -> str:
-    """A weights tag that changes whenever the shipped checkpoint file changes."""
-    import hashlib
-
-    weights = POCKET_DIR / "model.safetensors"
-    digest = hashlib.sha1(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else "none"
-    return f"pocket:{digest}"
 
 
 __all__ = ["load_clip", "FrozenCLIP", "ImageFeatures", "WeightsUnavailableError", "KNOWN_BACKBONES",

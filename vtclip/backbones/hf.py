@@ -113,6 +113,20 @@ def load_hf_clip(name_or_dir: str, spatial: str = "raw", dtype: torch.dtype = to
         raise WeightsUnavailableError(
             f"Could not load CLIP weights for {name_or_dir!r}: {err}\nLooked in {where}.{help_}"
         ) from err
-    tag = weights_tag or (repo_id or f"local:{path.resolve().name}")
-    return HFCLIPBackbone(model.to(device), tokenizer, processor, name or str(name_or_dir),
+    tag = weights_tag or (repo_id or f"local:{path.resolve().name}:{weights_digest(path)}")
+    return HFCLIPBackbone(model.to(device), tokenizer, processor, name or path.name or str(name_or_dir),
                           tag, spatial, dtype)
+
+
+def weights_digest(folder: Path) -> str:
+    """A short fingerprint of a checkpoint folder's weight files (size + first and last MiB)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            h.update(f"{f.name}:{size}".encode() + fh.read(1 << 20))
+            fh.seek(max(0, size - (1 << 20)))
+            h.update(fh.read())
+    return h.hexdigest()[:12]

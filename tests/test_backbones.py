@@ -1,0 +1,180 @@
+"""Backbone adapters against the reference libraries' own forward passes (tiny random models)."""
+from __future__ import annotations
+
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+
+import vtclip as vt
+from vtclip.backbones import HFCLIPBackbone, OpenCLIPBackbone, WeightsUnavailableError
+from vtclip.prompts import text_classifier, zero_shot_logits
+
+PROMPTS = ["a photo of a cat.", "a red star", "the dog"]
+
+
+# ---- open_clip ResNet ---------------------------------------------------------------------------
+def test_open_clip_pooled_and_text_equal_library(tiny_rn):
+    x = torch.randn(3, 3, 64, 64)
+    f = tiny_rn.encode_image(x)
+    ref = F.normalize(tiny_rn.model.encode_image(x), dim=-1)
+    torch.testing.assert_close(f.pooled, ref, atol=1e-5, rtol=0)
+    ref_t = F.normalize(tiny_rn.model.encode_text(open_clip.get_tokenizer("RN50", context_length=16)(PROMPTS)), dim=-1)
+    torch.testing.assert_close(tiny_rn.encode_text(PROMPTS), ref_t, atol=1e-5, rtol=0)
+
+
+def test_open_clip_spatial_shapes(tiny_rn):
+    x = torch.randn(2, 3, 64, 64)
+    raw = tiny_rn.encode_image(x, spatial="raw")
+    proj = tiny_rn.encode_image(x, spatial="projected")
+    assert raw.grid == proj.grid == (2, 2)                    # 64 px / stride 32
+    assert raw.spatial.shape == (2, 4, tiny_rn.raw_dim)       # C = ResNet width * 32
+    assert proj.spatial.shape == (2, 4, tiny_rn.embed_dim)    # D
+    assert tiny_rn.spatial_dim("raw") == 16 * 32 and tiny_rn.spatial_dim("projected") == 32
+
+
+def test_attention_pool_of_raw_map_reproduces_pooled(tiny_rn):
+    """The raw map is exactly what the attention pool consumes: pooling it gives the embedding."""
+    x = torch.randn(2, 3, 64, 64)
+    f = tiny_rn.encode_image(x, spatial="raw")
+    b, hw, c = f.spatial.shape
+    fmap = f.spatial.transpose(1, 2).reshape(b, c, *f.grid)
+    pooled = F.normalize(tiny_rn.model.visual.attnpool(fmap), dim=-1)
+    torch.testing.assert_close(pooled, f.pooled, atol=1e-5, rtol=0)
+
+
+def test_projected_map_is_the_attention_pool_value_path(tiny_rn):
+    """With uniform attention (zero queries) the pool output is the mean of the projected values
+    over all HW + 1 tokens (the mean token first). So: HW*mean(projected) + value(mean token)
+    equals (HW + 1) * unnormalised pooled. This pins down the value trick exactly."""
+    pool = tiny_rn.model.visual.attnpool
+    with torch.no_grad():
+        pool.q_proj.weight.zero_()
+        pool.q_proj.bias.zero_()
+    x = torch.randn(2, 3, 64, 64)
+    fmap = tiny_rn.feature_map(x)                                   # (B, C, H, W)
+    pooled = pool(fmap)                                             # (B, D) unnormalised
+    proj = tiny_rn.encode_image(x, spatial="projected").spatial     # (B, HW, D)
+    mean_token = fmap.flatten(2).mean(-1) + pool.positional_embedding[0]
+    value0 = pool.c_proj(pool.v_proj(mean_token))                   # (B, D)
+    hw = proj.shape[1]
+    torch.testing.assert_close((proj.sum(1) + value0) / (hw + 1), pooled, atol=1e-5, rtol=1e-4)
+
+
+def test_zero_shot_logits_equal_open_clip(tiny_rn):
+    x = torch.randn(2, 3, 64, 64)
+    names = ["cat", "dog", "red star"]
+    text = text_classifier(tiny_rn, names, ["a photo of a {}."])
+    ours = zero_shot_logits(tiny_rn.encode_image(x).pooled, text, tiny_rn.logit_scale)
+    img, txt, scale = tiny_rn.model(x, open_clip.get_tokenizer("RN50", context_length=16)([f"a photo of a {n}." for n in names]))
+    torch.testing.assert_close(ours, scale * img @ txt.T, atol=1e-4, rtol=1e-5)
+
+
+# ---- transformers ViT ---------------------------------------------------------------------------
+def test_hf_pooled_text_and_patch_layout(tiny_hf):
+    x = torch.randn(3, 3, 32, 32)
+    m = tiny_hf.model
+    f = tiny_hf.encode_image(x, spatial="projected")
+    ref = F.normalize(m.get_image_features(pixel_values=x).pooler_output, dim=-1)
+    torch.testing.assert_close(f.pooled, ref, atol=1e-5, rtol=0)
+    tok = tiny_hf.tokenizer(PROMPTS, padding=True, return_tensors="pt")
+    ref_t = F.normalize(m.get_text_features(**tok).pooler_output, dim=-1)
+    torch.testing.assert_close(tiny_hf.encode_text(PROMPTS), ref_t, atol=1e-5, rtol=0)
+    # position i of our map is patch token i + 1 of the library's last layer, in row-major order
+    hidden = m.vision_model(pixel_values=x).last_hidden_state
+    tokens = m.visual_projection(m.vision_model.post_layernorm(hidden[:, 1:]))
+    torch.testing.assert_close(f.spatial, tokens, atol=1e-5, rtol=0)
+    assert f.grid == (4, 4)
+    raw = tiny_hf.encode_image(x, spatial="raw")
+    torch.testing.assert_close(raw.spatial, hidden[:, 1:], atol=1e-5, rtol=0)
+
+
+def test_zero_shot_logits_equal_transformers(tiny_hf):
+    x = torch.randn(2, 3, 32, 32)
+    names = ["cat", "dog", "bird"]
+    text = text_classifier(tiny_hf, names, ["a photo of a {}."])
+    ours = zero_shot_logits(tiny_hf.encode_image(x).pooled, text, tiny_hf.logit_scale)
+    tok = tiny_hf.tokenizer([f"a photo of a {n}." for n in names], padding=True, return_tensors="pt")
+    ref = tiny_hf.model(pixel_values=x, **tok).logits_per_image
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-5)
+
+
+def test_backbone_is_frozen(tiny_hf, tiny_rn):
+    for clip in (tiny_hf, tiny_rn):
+        assert not any(p.requires_grad for p in clip.parameters())
+        clip.train()
+        assert not clip.training and not clip.model.training
+
+
+# ---- real-size architectures, random weights ----------------------------------------------------
+@pytest.mark.slow
+def test_rn50_architecture_shapes():
+    model = open_clip.create_model("RN50", pretrained=None)
+    clip = OpenCLIPBackbone(model, open_clip.image_transform(224, is_train=False),
+                            open_clip.get_tokenizer("RN50"), "RN50", "random")
+    f = clip.encode_image(torch.randn(1, 3, 224, 224))
+    assert f.grid == (7, 7) and f.spatial.shape == (1, 49, 2048) and f.pooled.shape == (1, 1024)
+    assert clip.encode_image(torch.randn(1, 3, 224, 224), "projected").spatial.shape == (1, 49, 1024)
+
+
+@pytest.mark.slow
+def test_vit_b16_architecture_shapes(tiny_hf):
+    from transformers import CLIPConfig, CLIPModel
+
+    cfg = CLIPConfig(vision_config=dict(patch_size=16, image_size=224), projection_dim=512,
+                     text_config=dict(num_hidden_layers=1))
+    clip = HFCLIPBackbone(CLIPModel(cfg).eval(), tiny_hf.tokenizer, tiny_hf.processor, "ViT-B/16", "random")
+    clip.image_size = 224
+    f = clip.encode_image(torch.randn(1, 3, 224, 224))
+    assert f.grid == (14, 14) and f.spatial.shape == (1, 196, 768) and f.pooled.shape == (1, 512)
+    assert clip.encode_image(torch.randn(1, 3, 224, 224), "projected").spatial.shape == (1, 196, 512)
+
+
+# ---- bad input ----------------------------------------------------------------------------------
+def test_unknown_backbone_lists_known_ones():
+    with pytest.raises(ValueError, match="Known backbones: RN50, RN101, ViT-B/32"):
+        vt.load_clip("RN5O")
+
+
+@pytest.mark.parametrize("name", ["RN50", "ViT-B/16"])
+def test_unreachable_weights_say_where_to_put_them(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("VTCLIP_HOME", str(tmp_path))
+    with pytest.raises(WeightsUnavailableError) as err:
+        vt.load_clip(name, device="cpu")
+    msg = str(err.value)
+    assert name in msg and str(tmp_path / "weights") in msg and "by hand" in msg
+
+
+def test_missing_local_dir_is_an_unknown_name(tmp_path):
+    with pytest.raises(ValueError, match="Unknown backbone"):
+        vt.load_clip(str(tmp_path / "no-such-dir"))
+
+
+def test_wrong_image_size_and_channels(tiny_hf):
+    with pytest.raises(ValueError, match="32x32"):
+        tiny_hf.encode_image(torch.randn(1, 3, 48, 48))
+    with pytest.raises(ValueError, match=r"\(B, 3, 32, 32\)"):
+        tiny_hf.encode_image(torch.randn(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="spatial must be one of"):
+        tiny_hf.encode_image(torch.randn(1, 3, 32, 32), spatial="pooled")
+
+
+def test_empty_class_list(tiny_hf):
+    with pytest.raises(ValueError, match="at least one class"):
+        text_classifier(tiny_hf, [], ["a photo of a {}."])
+    with pytest.raises(ValueError, match="non-empty list"):
+        tiny_hf.encode_text([])
+    with pytest.raises(ValueError, match="exactly one"):
+        text_classifier(tiny_hf, ["cat"], ["a photo"])
+
+
+def test_fp16_on_cpu_is_refused():
+    with pytest.raises(ValueError, match="needs a GPU"):
+        vt.load_clip("pocket", device="cpu", precision="bf16")
+
+
+def test_preprocess_makes_the_right_size(tiny_hf):
+    from PIL import Image
+
+    img = Image.new("RGB", (50, 40), (200, 10, 10))
+    assert tiny_hf.preprocess(img).shape == (3, 32, 32)

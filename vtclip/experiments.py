@@ -1,0 +1,172 @@
+"""Runs: dataset -> few-shot split -> cached features -> method -> result record (JSON).
+
+Taught in: chapter 04 (few-shot training) and chapter 06 (results).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__, features, settings
+from .backbones import load_clip
+from .datasets import few_shot, get_dataset
+from .methods import MethodContext, build_method
+from .prompts import text_classifier
+from .train import TrainConfig, config_dict, evaluate, fit
+
+
+@dataclass
+class Task:
+    """A backbone on a dataset: the frozen model, class texts and the test features."""
+
+    clip: object
+    spec: object
+    text: torch.Tensor          # (K, D) zero-shot class texts (prompt ensemble)
+    test: features.FeatureSet   # full test split, one view
+    data_root: str | None
+    split_source: str
+
+
+def load_task(backbone, dataset: str, spatial: str = "raw", data_root=None, progress: bool = True) -> Task:
+    """Load a backbone (name or FrozenCLIP) and a dataset; extract (or reuse) test features."""
+    clip = load_clip(backbone, spatial=spatial) if isinstance(backbone, str) else backbone
+    spec = get_dataset(dataset)
+    test = spec.split("test", data_root)
+    text = text_classifier(clip, spec.classnames, spec.templates).to(clip.device)
+    feats = features.extract(clip, test, dataset_name=spec.name, split="test", progress=progress)
+    return Task(clip, spec, text, feats, data_root, getattr(test, "split_source", "builtin"))
+
+
+def fewshot_features(task: Task, shots: int, seed: int, views: int, progress: bool = True):
+    """K-shot train features (``views`` augmented views) and min(K, 4)-shot val features."""
+    train = task.spec.split("train", task.data_root)
+    idx = few_shot(train.labels, shots, seed, task.spec.num_classes)
+    tr = features.extract(task.clip, train, dataset_name=task.spec.name, split="train", indices=idx,
+                          views=views, augment=True, seed=seed, progress=progress)
+    val_split = task.spec.split("val", task.data_root)
+    vidx = few_shot(val_split.labels, min(shots, 4), seed, task.spec.num_classes)
+    va = features.extract(task.clip, val_split, dataset_name=task.spec.name, split="val",
+                          indices=vidx, progress=progress)
+    return tr, va
+
+
+def run_method(task: Task, method: str, shots: int, seed: int, cfg: TrainConfig | None = None,
+               progress: bool = True, **options) -> tuple[dict, torch.nn.Module, list[dict]]:
+    """Train ``method`` on K shots (seed) and evaluate on the full test split -> (record, model, history)."""
+    cfg = (cfg or TrainConfig.paper(task.spec.name, shots)).replace(seed=seed)
+    train, val = fewshot_features(task, shots, seed, cfg.views, progress)
+    torch.manual_seed(seed)
+    ctx = MethodContext(task.clip, task.spec.classnames, list(task.spec.templates), task.text,
+                        task.clip.logit_scale, train.to(task.clip.device), val.to(task.clip.device))
+    model = build_method(method, ctx, **options).to(task.clip.device)
+    start = time.perf_counter()
+    history = fit(model, ctx.train, cfg, val=ctx.val)
+    seconds = time.perf_counter() - start
+    top1 = evaluate(model, task.test.to(task.clip.device))["top1"]
+    config = {"train": config_dict(cfg), "method": options, "spatial": task.clip.spatial_mode,
+              "split_source": task.split_source, "val_per_class": min(shots, 4)}
+    return make_record(method, task, shots, seed, top1, seconds, config), model, history
+
+
+def run_zeroshot(backbone, dataset: str, spatial: str = "raw", data_root=None, out=None,
+                 progress: bool = True) -> dict:
+    """Zero-shot top-1 on the full test split (prompt ensemble of the dataset's templates)."""
+    task = load_task(backbone, dataset, spatial, data_root, progress)
+    from .methods import ZeroShot
+
+    top1 = evaluate(ZeroShot(task.text, task.clip.logit_scale), task.test)["top1"]
+    record = make_record("zeroshot", task, 0, 0, top1, 0.0, {"templates": list(task.spec.templates),
+                                                            "split_source": task.split_source})
+    if out:
+        write_record(record, out)
+    return record
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({os.cpu_count()} cores)"
+
+
+def make_record(method: str, task: Task, shots: int, seed: int, top1: float, seconds: float,
+                config: dict) -> dict:
+    """A result record in the documented shape (see ARCHITECTURE.md, "Few-shot pipeline")."""
+    return {"method": method, "backbone": task.clip.name, "dataset": task.spec.name, "shots": shots,
+            "seed": seed, "top1": round(top1, 2), "n_test": len(task.test),
+            "num_classes": task.spec.num_classes, "train_seconds": round(seconds, 2),
+            "device": device_name(task.clip.device), "config": config,
+            "vtclip_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def record_name(record: dict) -> str:
+    backbone = record["backbone"].replace("/", "-")
+    return f"{record['method']}__{backbone}__{record['dataset']}__{record['shots']}shot__seed{record['seed']}.json"
+
+
+def check_record_free(out, method: str, backbone: str, dataset: str, shots: int, seed: int) -> None:
+    """Raise before any work if the record this run would write already exists."""
+    from .datasets import get_dataset
+
+    name = record_name({"method": method, "backbone": Path(backbone).name if Path(backbone).is_dir()
+                        else backbone, "dataset": get_dataset(dataset).name, "shots": shots, "seed": seed})
+    if (Path(out) / name).exists():
+        raise FileExistsError(f"{Path(out) / name} already exists (a finished run); not overwriting "
+                              "it. Use another --out directory or delete that file.")
+
+
+def write_record(record: dict, out: str | Path) -> Path:
+    """Write ``record`` into ``out`` atomically; never overwrite an existing record."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / record_name(record)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1))
+    try:
+        os.link(tmp, path)          # fails if the record exists: a finished run is never replaced
+    except FileExistsError:
+        raise FileExistsError(f"{path} already exists (a finished run); not overwriting it. "
+                              "Use another --out directory or delete that file.") from None
+    finally:
+        tmp.unlink()
+    return path
+
+
+def pocket_suite() -> list[str]:
+    """Names of the registered Pocket benchmark datasets."""
+    from .datasets import DATASETS
+
+    names = [n for n, s in DATASETS.items() if s.kind == "pocket"]
+    if not names:
+        raise RuntimeError("no Pocket datasets are registered (vtclip.pocket.suite failed to import?)")
+    return names
+
+
+def run_demo(backbone: str = "pocket", datasets=None, shots: int = 16, seeds=(1, 2, 3),
+             cfg: TrainConfig | None = None, out=None, progress: bool = True) -> dict:
+    """The offline main job: zero-shot vs VT-CLIP (mean and std over seeds) on the Pocket suite."""
+    start = time.perf_counter()
+    clip = load_clip(backbone)
+    rows = {}
+    for name in datasets or pocket_suite():
+        task = load_task(clip, name, progress=progress)
+        zs = run_zeroshot(clip, name, progress=False)["top1"]
+        accs = []
+        for seed in seeds:
+            record, _, _ = run_method(task, "vtclip", shots, seed, cfg, progress=progress)
+            accs.append(record["top1"])
+            if out:
+                write_record(record, out)
+        rows[name] = {"zeroshot": zs, "vtclip": round(float(np.mean(accs)), 2),
+                      "vtclip_std": round(float(np.std(accs)), 2), "vtclip_seeds": accs,
+                      "chance": round(100 / task.spec.num_classes, 2)}
+    return {"backbone": clip.name, "shots": shots, "seeds": list(seeds),
+            "seconds": round(time.perf_counter() - start, 1),
+            "config": config_dict(cfg or TrainConfig.paper(shots=shots)), "datasets": rows}

@@ -1,0 +1,186 @@
+"""Batched extraction of pooled + spatial CLIP features, augmented views, and an on-disk cache.
+
+A cache entry is a folder of ``.npy`` arrays named by the SHA-1 of everything that changes the
+features (backbone + weights tag, spatial mode, precision, dataset, split, image identifiers,
+transform, views, augmentation seed). Its ``meta.json`` holds that key in full and is checked on
+every load, so a stale or foreign entry is never reused; entries are written to a temporary folder
+and renamed into place, so an interrupted run leaves no half-written entry.
+Taught in: chapter 04 (few-shot training).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+from tqdm.auto import tqdm
+
+from . import settings
+
+CACHE_FORMAT = 1   # bump when the layout of an entry changes
+
+
+@dataclass
+class FeatureSet:
+    """Features of one split: ``V`` views of ``N`` images."""
+
+    pooled: torch.Tensor    # (V, N, D) L2-normalised image embeddings
+    spatial: torch.Tensor   # (V, N, HW, C) spatial maps
+    labels: torch.Tensor    # (N,) class indices
+    grid: tuple[int, int]   # (H, W) of the spatial map
+
+    @property
+    def views(self) -> int:
+        return self.pooled.shape[0]
+
+    def __len__(self) -> int:
+        return self.pooled.shape[1]
+
+    def to(self, device) -> "FeatureSet":
+        return FeatureSet(self.pooled.to(device), self.spatial.to(device), self.labels.to(device),
+                          self.grid)
+
+
+def augment_transform(clip) -> T.Compose:
+    """CLIP-style training augmentation: random resized crop + horizontal flip, then normalise."""
+    norm = next(t for t in clip.preprocess.transforms if isinstance(t, T.Normalize))
+    return T.Compose([
+        T.Lambda(lambda im: im.convert("RGB")),
+        T.RandomResizedCrop(clip.image_size, scale=(0.5, 1.0),
+                            interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+        T.Normalize(norm.mean, norm.std),
+    ])
+
+
+class _Views(Dataset):
+    """Image ``i`` of ``dataset`` under view ``view``: plain preprocess, or a seeded augmentation."""
+
+    def __init__(self, dataset, indices, transform, view: int, seed: int | None):
+        self.dataset, self.indices, self.transform = dataset, indices, transform
+        self.view, self.seed = view, seed
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, j: int) -> torch.Tensor:
+        i = int(self.indices[j])
+        img = self.dataset.load_image(i)
+        if self.seed is not None:   # a fixed seed per (seed, view, image): same crops everywhere
+            torch.manual_seed((self.seed * 1_000_003 + self.view * 100_003 + i) % 2**63)
+        return self.transform(img)
+
+
+def cache_key(clip, dataset_name: str, split: str, dataset, indices, views: int,
+              augment: bool, seed: int | None, store_dtype: str) -> dict:
+    """Everything that changes the features, as a JSON-able dict."""
+    idents = hashlib.sha1("\n".join(dataset.ident(int(i)) for i in indices).encode()).hexdigest()
+    transform = augment_transform(clip) if augment else clip.preprocess
+    return {"format": CACHE_FORMAT, "backbone": clip.name, "weights": clip.weights_tag,
+            "spatial": clip.spatial_mode, "precision": str(clip.dtype), "dataset": dataset_name,
+            "split": split, "n_images": len(indices), "images_sha1": idents,
+            "transform": repr(transform), "views": views, "augment": augment,
+            "aug_seed": seed if augment else None, "store_dtype": store_dtype}
+
+
+def key_digest(key: dict) -> str:
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+
+@torch.no_grad()
+def _encode_all(clip, loader, desc: str, progress: bool):
+    pooled, spatial = [], []
+    grid = None
+    for pixels in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        f = clip.encode_image(pixels.to(clip.device, non_blocking=True))
+        pooled.append(f.pooled.cpu())      # (b, D)
+        spatial.append(f.spatial.cpu())    # (b, HW, C)
+        grid = f.grid
+    return torch.cat(pooled), torch.cat(spatial), grid
+
+
+def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views: int = 1,
+            augment: bool = False, seed: int | None = 0, batch_size: int = 128,
+            num_workers: int | None = None, cache: bool = True, cache_dir: str | Path | None = None,
+            store_dtype: str = "float32", mmap: bool = False, progress: bool = True) -> FeatureSet:
+    """Features of ``dataset[indices]`` (all images by default) under ``views`` views, cached.
+
+    ``augment=False`` gives the backbone's own preprocessing (one view suffices then);
+    ``augment=True`` gives ``views`` seeded random-resized-crop + flip views per image.
+    ``store_dtype="float16"`` halves the cache size; ``mmap=True`` memory-maps the spatial array.
+    """
+    if views < 1:
+        raise ValueError(f"views must be >= 1, got {views}")
+    indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
+    key = cache_key(clip, dataset_name, split, dataset, indices, views, augment, seed, store_dtype)
+    entry = Path(cache_dir or settings.home("features")) / dataset_name / key_digest(key)
+    if cache and entry.is_dir():
+        return load_entry(entry, key, mmap=mmap)
+    transform = augment_transform(clip) if augment else clip.preprocess
+    workers = default_workers() if num_workers is None else num_workers
+    pooled, spatial, grid = [], [], None
+    for v in range(views):
+        ds = _Views(dataset, indices, transform, v, seed if augment else None)
+        loader = DataLoader(ds, batch_size=batch_size, num_workers=workers,
+                            pin_memory=clip.device.type == "cuda")
+        p, s, grid = _encode_all(clip, loader, f"{dataset_name}/{split} view {v + 1}/{views}", progress)
+        pooled.append(p)
+        spatial.append(s.to(getattr(torch, store_dtype)))
+    feats = FeatureSet(torch.stack(pooled), torch.stack(spatial),
+                       torch.as_tensor(dataset.labels[indices]), grid)
+    if cache:
+        write_entry(entry, key, feats)
+    return feats
+
+
+def default_workers() -> int:
+    """DataLoader workers: up to 8, leaving one core for the main process."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def write_entry(entry: Path, key: dict, feats: FeatureSet) -> None:
+    """Write a cache entry atomically (temporary folder, then rename)."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = entry.with_name(f".{entry.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)   # our own leftover from this process id only
+    tmp.mkdir()
+    np.save(tmp / "pooled.npy", feats.pooled.numpy())
+    np.save(tmp / "spatial.npy", feats.spatial.numpy())
+    np.save(tmp / "labels.npy", feats.labels.numpy())
+    (tmp / "meta.json").write_text(json.dumps({"key": key, "grid": list(feats.grid)}, indent=1))
+    try:
+        os.rename(tmp, entry)
+    except OSError:            # another process finished the same entry first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_entry(entry: Path, key: dict, mmap: bool = False) -> FeatureSet:
+    """Load a cache entry after checking that its stored key is exactly ``key``."""
+    meta_path = entry / "meta.json"
+    if not meta_path.is_file():
+        raise RuntimeError(f"feature cache entry {entry} has no meta.json (not written by vtclip, "
+                           "or damaged); delete the folder to recompute it")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("key") != key:
+        raise RuntimeError(f"feature cache entry {entry} was made for different settings "
+                           f"(stored {meta.get('key')}, wanted {key}); it is not reused. Delete it "
+                           "or pass another cache_dir.")
+    mode = "c" if mmap else None   # copy-on-write: the cache file itself is never written
+    spatial = np.load(entry / "spatial.npy", mmap_mode=mode)
+    return FeatureSet(torch.from_numpy(np.load(entry / "pooled.npy")),
+                      torch.from_numpy(np.asarray(spatial) if not mmap else spatial),
+                      torch.from_numpy(np.load(entry / "labels.npy")), tuple(meta["grid"]))
+
+
+def cache_size_bytes(n_images: int, views: int, hw: int, c: int, d: int, store_dtype: str = "float32") -> int:
+    """Disk size of one entry: V x N x (HW x C spatial + D pooled) numbers."""
+    itemsize = np.dtype(store_dtype).itemsize
+    return views * n_images * (hw * c * itemsize + d * 4)

@@ -1,0 +1,74 @@
+"""The method registry: every classifier the trainer and the CLI know, built the same way.
+
+``METHODS[name](ctx, **options) -> nn.Module`` builds a method from a ``MethodContext`` (frozen
+backbone, class texts, few-shot features); every method maps (pooled, spatial) to logits.
+Taught in: chapter 04 (VT-CLIP) and chapter 05 (baselines).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .features import FeatureSet
+from .prompts import zero_shot_logits
+from .vtclip import VTCLIP
+
+
+@dataclass
+class MethodContext:
+    """What a method may use when it is built: never the test split."""
+
+    clip: object                 # the FrozenCLIP (CoOp needs its text tower)
+    classnames: list[str]        # (K,) class names in label order
+    templates: list[str]         # prompt templates of the dataset
+    text: torch.Tensor           # (K, D) zero-shot class text features
+    logit_scale: float           # CLIP's temperature
+    train: FeatureSet            # few-shot training features (V views)
+    val: FeatureSet | None       # few-shot validation features, for hyper-parameter choices
+
+
+class ZeroShot(nn.Module):
+    """CLIP's zero-shot classifier: ``logit_scale * cos(image, class text)``; nothing to train."""
+
+    name = "zeroshot"
+
+    def __init__(self, text: torch.Tensor, logit_scale: float):
+        super().__init__()
+        self.register_buffer("text", text.detach().clone())   # (K, D)
+        self.logit_scale = float(logit_scale)
+        self.config = {}
+
+    @classmethod
+    def from_state(cls, state, logit_scale, config):
+        return cls(state["text"], logit_scale)
+
+    def forward(self, pooled: torch.Tensor, spatial: torch.Tensor | None = None) -> torch.Tensor:
+        return zero_shot_logits(pooled, self.text, self.logit_scale)    # (B, K)
+
+
+def build_zeroshot(ctx: MethodContext) -> ZeroShot:
+    return ZeroShot(ctx.text, ctx.logit_scale)
+
+
+def build_vtclip(ctx: MethodContext, heads: int = 8, layers: int = 1, ffn_ratio: float = 0.5,
+                 dropout: float = 0.1, self_attn: bool = True, residual: bool = True) -> VTCLIP:
+    """VT-CLIP with the paper's defaults (8 heads, 1 layer); C is read off the features."""
+    return VTCLIP(ctx.text, ctx.logit_scale, d_visual=ctx.train.spatial.shape[-1], heads=heads,
+                  layers=layers, ffn_ratio=ffn_ratio, dropout=dropout, self_attn=self_attn,
+                  residual=residual)
+
+
+#: name -> builder(ctx, **options)
+METHODS: dict[str, Callable[..., nn.Module]] = {"zeroshot": build_zeroshot, "vtclip": build_vtclip}
+#: name -> class with ``from_state`` (for checkpoints)
+METHOD_CLASSES: dict[str, type] = {"zeroshot": ZeroShot, "vtclip": VTCLIP}
+
+
+def build_method(name: str, ctx: MethodContext, **options) -> nn.Module:
+    """Build method ``name``; unknown names list the known ones."""
+    if name not in METHODS:
+        raise ValueError(f"Unknown method {name!r}. Known methods: {', '.join(METHODS)}")
+    return METHODS[name](ctx, **options)

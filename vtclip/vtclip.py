@@ -1,0 +1,160 @@
+"""VT-CLIP: class text features attend to the image's spatial map before pooling.
+
+Per layer, a transformer decoder block over the K class texts (pre-norm):
+
+    x = x + SelfAttn(LN(x))                         # texts look at each other    (K, D)
+    x = x + CrossAttn(q=LN(x), k=v=LN(Vs))          # texts look at the image     (B, K, D)
+    x = x + FFN(LN(x))                              #                             (B, K, D)
+
+and the adapted texts are ``VTc = x_L = Tc + sum of the layers' updates`` (the paper's
+``VTc = CrossAttn(Vs, Vs, Tc) + Tc``). The three output projections start at zero, so an untrained
+head returns ``Tc`` exactly and classification starts at zero-shot accuracy. Logits are
+``logit_scale * cos(pooled image feature, VTc)``.
+Taught in: chapter 03 (cross-attention).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class VisualGuidedAttention(nn.Module):
+    """One decoder block: text self-attention, text-to-image cross-attention, feed-forward."""
+
+    def __init__(self, d_text: int, d_visual: int, heads: int = 8, ffn_ratio: float = 0.5,
+                 dropout: float = 0.1, self_attn: bool = True):
+        super().__init__()
+        if d_text % heads:
+            raise ValueError(f"d_text={d_text} must be divisible by heads={heads}")
+        self.heads = heads
+        self.self_attn = None
+        if self_attn:
+            self.norm_sa = nn.LayerNorm(d_text)
+            self.self_attn = nn.MultiheadAttention(d_text, heads, dropout=dropout, batch_first=True)
+        self.norm_q = nn.LayerNorm(d_text)
+        self.norm_kv = nn.LayerNorm(d_visual)
+        self.q_proj = nn.Linear(d_text, d_text)
+        self.k_proj = nn.Linear(d_visual, d_text)     # key/value dim C may differ from D
+        self.v_proj = nn.Linear(d_visual, d_text)
+        self.out_proj = nn.Linear(d_text, d_text)
+        hidden = max(1, int(d_text * ffn_ratio))
+        self.norm_ffn = nn.LayerNorm(d_text)
+        self.ffn = nn.Sequential(nn.Linear(d_text, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, d_text))
+        self.dropout = nn.Dropout(dropout)
+        self.reset_to_identity()
+
+    def reset_to_identity(self) -> None:
+        """Zero every update's output projection: the block then returns its input unchanged."""
+        last = [self.out_proj, self.ffn[-1]] + ([self.self_attn.out_proj] if self.self_attn else [])
+        for lin in last:
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def text_self_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """x + SelfAttn(LN(x)) over the class axis: (..., K, D) -> (..., K, D)."""
+        if self.self_attn is None:
+            return x
+        h = self.norm_sa(x)
+        squeeze = h.ndim == 2
+        h = h.unsqueeze(0) if squeeze else h                        # (B or 1, K, D)
+        h = self.self_attn(h, h, h, need_weights=False)[0]
+        return x + (h.squeeze(0) if squeeze else h)
+
+    def split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        """(..., N, D) -> (..., heads, N, D/heads)."""
+        return t.unflatten(-1, (self.heads, -1)).transpose(-3, -2)
+
+    def forward(self, x: torch.Tensor, visual: torch.Tensor, return_attention: bool = False):
+        """Texts ``x`` (K, D) or (B, K, D) attend to ``visual`` (B, HW, C) -> (B, K, D)."""
+        x = self.text_self_attention(x)                             # (K, D) or (B, K, D)
+        q = self.split_heads(self.q_proj(self.norm_q(x)))           # (h, K, d) or (B, h, K, d)
+        mem = self.norm_kv(visual)                                  # (B, HW, C)
+        k = self.split_heads(self.k_proj(mem))                      # (B, h, HW, d)
+        v = self.split_heads(self.v_proj(mem))                      # (B, h, HW, d)
+        q = q.expand(k.shape[0], *q.shape[-3:])                     # (B, h, K, d), a view
+        attn = None
+        if return_attention:
+            attn = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)  # (B, h, K, HW)
+            ctx = self.dropout(attn) @ v                            # (B, h, K, d)
+        else:
+            p = self.dropout.p if self.training else 0.0
+            ctx = F.scaled_dot_product_attention(q, k, v, dropout_p=p)   # (B, h, K, d)
+        ctx = ctx.transpose(-3, -2).flatten(-2)                     # (B, K, D)
+        x = x + self.dropout(self.out_proj(ctx))                    # broadcasts (K, D) over B
+        x = x + self.dropout(self.ffn(self.norm_ffn(x)))            # (B, K, D)
+        return (x, attn) if return_attention else x
+
+
+class VTCLIPHead(nn.Module):
+    """A stack of ``layers`` visual-guided attention blocks with the outer residual onto the texts."""
+
+    def __init__(self, d_text: int, d_visual: int, heads: int = 8, layers: int = 1,
+                 ffn_ratio: float = 0.5, dropout: float = 0.1, self_attn: bool = True,
+                 residual: bool = True):
+        super().__init__()
+        self.config = dict(d_text=d_text, d_visual=d_visual, heads=heads, layers=layers,
+                           ffn_ratio=ffn_ratio, dropout=dropout, self_attn=self_attn, residual=residual)
+        self.residual = residual
+        self.blocks = nn.ModuleList(
+            VisualGuidedAttention(d_text, d_visual, heads, ffn_ratio, dropout, self_attn)
+            for _ in range(layers))
+
+    def forward(self, text: torch.Tensor, spatial: torch.Tensor, return_attention: bool = False):
+        """Adapt class texts (K, D) to each image's spatial map (B, HW, C): -> (B, K, D).
+
+        With ``return_attention`` also returns the cross-attention maps, one (B, h, K, HW) per layer.
+        """
+        x, maps = text, []
+        for block in self.blocks:
+            if return_attention:
+                x, a = block(x, spatial, return_attention=True)
+                maps.append(a)
+            else:
+                x = block(x, spatial)
+        x = x.expand(spatial.shape[0], *text.shape) if x.ndim == 2 else x   # layers == 0
+        adapted = x if self.residual else x - text                    # VTc = Tc + updates
+        return (adapted, maps) if return_attention else adapted
+
+
+def vtclip_logits(pooled: torch.Tensor, adapted: torch.Tensor, logit_scale: float) -> torch.Tensor:
+    """``logit_scale * cos(image, adapted class text)``: (B, D), (B, K, D) -> (B, K)."""
+    pooled = F.normalize(pooled, dim=-1)
+    adapted = F.normalize(adapted, dim=-1)
+    return logit_scale * torch.einsum("bd,bkd->bk", pooled, adapted)
+
+
+class VTCLIP(nn.Module):
+    """The classifier: fixed zero-shot class texts + a trainable ``VTCLIPHead``.
+
+    ``forward(pooled (B, D), spatial (B, HW, C)) -> logits (B, K)``, the interface every method
+    in vtclip shares.
+    """
+
+    name = "vtclip"
+
+    def __init__(self, text: torch.Tensor, logit_scale: float, d_visual: int, **head_kwargs):
+        super().__init__()
+        self.register_buffer("text", text.detach().clone())          # (K, D), frozen
+        self.logit_scale = float(logit_scale)
+        self.config = dict(d_visual=d_visual, **head_kwargs)         # JSON-able, for checkpoints
+        self.head = VTCLIPHead(text.shape[-1], d_visual, **head_kwargs)
+
+    @classmethod
+    def from_state(cls, state: dict, logit_scale: float, config: dict) -> "VTCLIP":
+        """An untrained instance shaped like a saved one (then ``load_state_dict(state)``)."""
+        return cls(state["text"], logit_scale, **config)
+
+    def forward(self, pooled: torch.Tensor, spatial: torch.Tensor) -> torch.Tensor:
+        return vtclip_logits(pooled, self.head(self.text, spatial), self.logit_scale)
+
+    @torch.no_grad()
+    def explain(self, pooled: torch.Tensor, spatial: torch.Tensor) -> dict:
+        """Logits before/after adaptation and the attention maps (for pictures)."""
+        adapted, maps = self.head(self.text, spatial, return_attention=True)
+        return {"zeroshot": vtclip_logits(pooled, self.text.expand_as(adapted), self.logit_scale),
+                "vtclip": vtclip_logits(pooled, adapted, self.logit_scale),
+                "attention": maps}                                    # [(B, h, K, HW)] per layer
