@@ -1,0 +1,88 @@
+"""Feature extraction and its cache: hits, misses, invalidation, foreign entries, atomicity."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vtclip import features
+from vtclip.datasets import get_dataset
+
+
+@pytest.fixture
+def toy_test():
+    return get_dataset("toy-colours").split("test")
+
+
+def _extract(clip, ds, tmp_path, **kw):
+    return features.extract(clip, ds, dataset_name="toy-colours", split="test", cache_dir=tmp_path,
+                            num_workers=0, progress=False, **kw)
+
+
+def test_features_match_direct_encoding(tiny_hf, toy_test, tmp_path):
+    f = _extract(tiny_hf, toy_test, tmp_path, indices=[0, 5, 9])
+    pixels = torch.stack([toy_test.with_transform(tiny_hf.preprocess)[i][0] for i in (0, 5, 9)])
+    ref = tiny_hf.encode_image(pixels)
+    torch.testing.assert_close(f.pooled[0], ref.pooled)
+    torch.testing.assert_close(f.spatial[0], ref.spatial)
+    assert f.labels.tolist() == [int(toy_test.labels[i]) for i in (0, 5, 9)] and f.grid == (4, 4)
+
+
+def test_cache_hit_miss_and_invalidation(tiny_hf, toy_test, tmp_path):
+    a = _extract(tiny_hf, toy_test, tmp_path, indices=[1, 2])
+    entries = list((tmp_path / "toy-colours").iterdir())
+    assert len(entries) == 1
+    # a hit: the stored arrays come back (poison them to prove they are read, not recomputed)
+    spatial_file = entries[0] / "spatial.npy"
+    import numpy as np
+    np.save(spatial_file, np.zeros_like(np.load(spatial_file)))
+    assert torch.count_nonzero(_extract(tiny_hf, toy_test, tmp_path, indices=[1, 2]).spatial) == 0
+    # misses: other images, other spatial mode, other views -> new entries
+    _extract(tiny_hf, toy_test, tmp_path, indices=[1, 3])
+    tiny_hf.spatial_mode = "projected"
+    b = _extract(tiny_hf, toy_test, tmp_path, indices=[1, 2])
+    assert b.spatial.shape[-1] == tiny_hf.embed_dim != a.spatial.shape[-1]
+    tiny_hf.spatial_mode = "raw"
+    _extract(tiny_hf, toy_test, tmp_path, indices=[1, 2], views=2, augment=True, seed=3)
+    assert len(list((tmp_path / "toy-colours").iterdir())) == 4
+
+
+def test_foreign_entry_is_never_reused(tiny_hf, toy_test, tmp_path):
+    _extract(tiny_hf, toy_test, tmp_path, indices=[1, 2])
+    entry = next((tmp_path / "toy-colours").iterdir())
+    meta = json.loads((entry / "meta.json").read_text())
+    meta["key"]["weights"] = "someone-else"
+    (entry / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(RuntimeError, match="different settings"):
+        _extract(tiny_hf, toy_test, tmp_path, indices=[1, 2])
+
+
+def test_interrupted_write_leaves_no_entry(tiny_hf, toy_test, tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(features.os, "rename", boom)
+    with pytest.raises(KeyboardInterrupt):
+        _extract(tiny_hf, toy_test, tmp_path, indices=[1, 2])
+    monkeypatch.undo()
+    live = [p for p in (tmp_path / "toy-colours").iterdir() if not p.name.startswith(".")]
+    assert live == []                                   # only a hidden temp folder may remain
+    f = _extract(tiny_hf, toy_test, tmp_path, indices=[1, 2])   # and a rerun completes
+    assert f.pooled.shape == (1, 2, tiny_hf.embed_dim)
+
+
+def test_augmented_views_are_seeded_and_differ(tiny_hf, toy_test, tmp_path):
+    a = _extract(tiny_hf, toy_test, tmp_path, indices=[0, 1], views=3, augment=True, seed=1)
+    b = features.extract(tiny_hf, toy_test, dataset_name="toy-colours", split="test", indices=[0, 1],
+                         views=3, augment=True, seed=1, cache=False, num_workers=0, progress=False)
+    torch.testing.assert_close(a.spatial, b.spatial)            # same seed -> same crops
+    assert not torch.allclose(a.spatial[0], a.spatial[1])       # views differ
+
+
+def test_fp16_store_and_mmap(tiny_hf, toy_test, tmp_path):
+    full = _extract(tiny_hf, toy_test, tmp_path, indices=[0, 1, 2])
+    _extract(tiny_hf, toy_test, tmp_path, indices=[0, 1, 2], store_dtype="float16")
+    half = _extract(tiny_hf, toy_test, tmp_path, indices=[0, 1, 2], store_dtype="float16", mmap=True)
+    assert half.spatial.dtype == torch.float16
+    torch.testing.assert_close(half.spatial.float(), full.spatial, atol=2e-2, rtol=1e-2)
+    assert features.cache_size_bytes(3, 1, 16, 32, 24, "float16") == 3 * (16 * 32 * 2 + 24 * 4)

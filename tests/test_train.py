@@ -1,0 +1,118 @@
+"""The trainer, checkpoints, result records and the CLI's errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vtclip.cli import main
+from vtclip.experiments import write_record
+from vtclip.features import FeatureSet
+from vtclip.train import TrainConfig, evaluate, fit, load_checkpoint, save_checkpoint
+from vtclip.vtclip import VTCLIP
+
+
+def local_pattern_task(n_per_class=24, K=4, D=16, C=24, HW=9, seed=0):
+    """Features whose label is written into ONE random spatial position (a class pattern in
+    noise). As in CLIP, the pooled feature is a projection of the mean token, so the pattern is
+    diluted in it (1/HW) and the class texts are random: zero-shot is near chance, while a head
+    that attends to the right position can move each class text towards its images."""
+    g = torch.Generator().manual_seed(seed)
+    patterns = 3 * F.normalize(torch.randn(K, C, generator=g), dim=-1) * C ** 0.5
+    labels = torch.arange(K).repeat_interleave(n_per_class)
+    n = len(labels)
+    spatial = torch.randn(2, n, HW, C, generator=g)                 # 2 views
+    where = torch.randint(HW, (2, n), generator=g)
+    spatial[torch.arange(2)[:, None], torch.arange(n)[None], where] += patterns[labels]
+    proj = torch.randn(C, D, generator=g) / C ** 0.5
+    pooled = F.normalize(spatial.mean(2) @ proj, dim=-1)           # (2, n, D)
+    text = F.normalize(torch.randn(K, D, generator=g), dim=-1)
+    return FeatureSet(pooled, spatial, labels, (3, 3)), text
+
+
+def test_training_improves_train_accuracy():
+    feats, text = local_pattern_task()
+    torch.manual_seed(0)
+    model = VTCLIP(text, 50.0, d_visual=24, heads=4, dropout=0.0)
+    before = evaluate(model, feats)["top1"]
+    history = fit(model, feats, TrainConfig.smoke(epochs=60, lr=3e-3, batch_size=16))
+    after = evaluate(model, feats)["top1"]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert after >= before + 30, (before, after)
+
+
+def test_fit_is_deterministic_under_a_seed():
+    feats, text = local_pattern_task()
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = VTCLIP(text, 50.0, d_visual=24, heads=4)
+        runs.append([round(h["loss"], 6) for h in fit(model, feats, TrainConfig.smoke(epochs=4, seed=7))])
+    assert runs[0] == runs[1]
+
+
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
+    feats, text = local_pattern_task()
+    model = VTCLIP(text, 50.0, d_visual=24, heads=4, layers=2)
+    fit(model, feats, TrainConfig.smoke(epochs=2))
+    path = save_checkpoint(model, tmp_path / "head.safetensors")
+    again = load_checkpoint(path)
+    assert again.config == model.config
+    p, s = feats.pooled[0], feats.spatial[0]
+    torch.testing.assert_close(again(p, s), model(p, s), atol=0, rtol=0)
+
+
+def test_paper_preset_follows_coop_schedule():
+    assert TrainConfig.paper("dtd", 16).epochs == 200
+    assert TrainConfig.paper("dtd", 4).epochs == 100
+    assert TrainConfig.paper("dtd", 1).epochs == 50
+    assert TrainConfig.paper("imagenet", 16).epochs == 50
+    cfg = TrainConfig.paper("dtd", 16)
+    assert (cfg.batch_size, cfg.lr, cfg.optimizer, cfg.warmup_epochs) == (32, 2e-3, "sgd", 1)
+
+
+def test_records_are_never_overwritten(tmp_path):
+    rec = {"method": "vtclip", "backbone": "ViT-B/16", "dataset": "dtd", "shots": 16, "seed": 1, "top1": 1.0}
+    path = write_record(rec, tmp_path)
+    assert path.name == "vtclip__ViT-B-16__dtd__16shot__seed1.json"
+    with pytest.raises(FileExistsError, match="not overwriting"):
+        write_record({**rec, "top1": 99.0}, tmp_path)
+    assert json.loads(path.read_text())["top1"] == 1.0
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]       # no temp files left
+
+
+# ---- the CLI end to end on the tiny model ------------------------------------------------------
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_zeroshot_and_train_json(tiny_hf_dir, tmp_path, capsys):
+    code, out, _ = _run(capsys, "zeroshot", "--backbone", str(tiny_hf_dir), "--dataset", "toy-colours", "--json")
+    rec = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and isinstance(rec["top1"], float) and rec["n_test"] == 64
+    code, out, _ = _run(capsys, "train", "--backbone", str(tiny_hf_dir), "--dataset", "toy-colours",
+                        "--shots", "4", "--preset", "smoke", "--out", str(tmp_path), "--save-head", "--json")
+    rec = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and rec["method"] == "vtclip" and rec["shots"] == 4 and rec["config"]["train"]["epochs"] == 3
+    assert len(list(tmp_path.glob("*.json"))) == 1 and len(list(tmp_path.glob("*.safetensors"))) == 1
+    code, _, err = _run(capsys, "train", "--backbone", str(tiny_hf_dir), "--dataset", "toy-colours",
+                        "--shots", "4", "--preset", "smoke", "--out", str(tmp_path))
+    assert code == 2 and "already exists" in err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--shots", "40"], "fewer training images (class 0: 16"),
+    (["--method", "magic"], "Known methods: zeroshot, vtclip"),
+    (["--dataset", "imagenot"], "Known datasets:"),
+    (["--backbone", "RN5O"], "Known backbones:"),
+])
+def test_cli_bad_arguments(tiny_hf_dir, capsys, args, message):
+    base = {"--backbone": str(tiny_hf_dir), "--dataset": "toy-colours", "--shots": "4", "--method": "vtclip"}
+    for k, v in zip(args[::2], args[1::2]):
+        base[k] = v
+    code, _, err = _run(capsys, "train", "--preset", "smoke", *[x for kv in base.items() for x in kv])
+    assert code == 2 and message in err
