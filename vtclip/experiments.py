@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, features, settings
+from . import features, settings
 from .backbones import load_clip
 from .datasets import few_shot, get_dataset
 from .methods import MethodContext, build_method
@@ -102,7 +102,7 @@ def make_record(method: str, task: Task, shots: int, seed: int, top1: float, sec
             "seed": seed, "top1": round(top1, 2), "n_test": len(task.test),
             "num_classes": task.spec.num_classes, "train_seconds": round(seconds, 2),
             "device": device_name(task.clip.device), "config": config,
-            "vtclip_version": __version__,
+            "vtclip_version": _version(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -170,3 +170,9 @@ def run_demo(backbone: str = "pocket", datasets=None, shots: int = 16, seeds=(1,
     return {"backbone": clip.name, "shots": shots, "seeds": list(seeds),
             "seconds": round(time.perf_counter() - start, 1),
             "config": config_dict(cfg or TrainConfig.paper(shots=shots)), "datasets": rows}
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
