@@ -122,6 +122,7 @@ def _command_groups():
     import importlib
 
     for module, fn in [("vtclip.datasets.cli", "add_commands"), ("vtclip.pocket.cli", "add_commands"),
+                       ("vtclip.sweep", "add_commands"),
                        ("vtclip.bench", "add_commands")]:
         try:
             mod = importlib.import_module(module)

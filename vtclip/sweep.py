@@ -1,0 +1,108 @@
+"""Sweeps: methods x datasets x shots x seeds -> one record per run + ``summary.csv``.
+
+Resumable: a run whose record exists is skipped (never redone, never overwritten). A run that fails
+writes ``failed/<record name>`` with the error and the sweep goes on.
+Taught in: chapter 06 (results).
+"""
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import traceback
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .experiments import load_task, record_name, run_method, write_record
+from .train import TrainConfig
+
+PRESETS = {"paper": TrainConfig.paper, "fast": lambda dataset, shots: TrainConfig.fast(),
+           "smoke": lambda dataset, shots: TrainConfig.smoke()}
+
+
+def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str = "paper",
+              data_root=None, progress: bool = True) -> dict:
+    """Run every missing (method, dataset, shots, seed) and rewrite ``summary.csv``."""
+    from .backbones import load_clip
+
+    out = Path(out)
+    grid = list(itertools.product(datasets, shots, seeds, methods))
+    clip, tasks, done, failed = None, {}, 0, 0
+    bar = tqdm(grid, desc="sweep", disable=not progress)
+    for dataset, k, seed, method in bar:
+        bar.set_postfix_str(f"{method} {dataset} {k}-shot seed {seed}")
+        name = record_name({"method": method, "backbone": backbone, "dataset": dataset,
+                            "shots": k, "seed": seed})
+        if (out / name).exists():
+            continue
+        try:
+            clip = clip or load_clip(backbone)
+            if dataset not in tasks:
+                tasks[dataset] = load_task(clip, dataset, data_root=data_root, progress=False)
+            cfg = PRESETS[preset](tasks[dataset].spec.name, k).replace(progress=False)
+            record, _, _ = run_method(tasks[dataset], method, k, seed, cfg, progress=False)
+            write_record(record, out)
+            done += 1
+        except Exception as err:  # recorded with its traceback; the sweep goes on
+            failed += 1
+            (out / "failed").mkdir(parents=True, exist_ok=True)
+            (out / "failed" / name).write_text(json.dumps({
+                "method": method, "backbone": backbone, "dataset": dataset, "shots": k, "seed": seed,
+                "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}, indent=1))
+    rows = summarize(out)
+    return {"out": str(out), "runs": len(grid), "ran": done, "failed": failed, "summary_rows": len(rows)}
+
+
+def load_records(folder) -> list[dict]:
+    """Every result record (``*.json``) directly in ``folder``."""
+    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
+
+
+def summarize(folder) -> list[dict]:
+    """Mean and std over seeds per (method, backbone, dataset, shots) -> ``summary.csv``."""
+    groups = defaultdict(list)
+    for r in load_records(folder):
+        groups[(r["method"], r["backbone"], r["dataset"], r["shots"])].append(r["top1"])
+    rows = [{"method": m, "backbone": b, "dataset": d, "shots": k, "top1_mean": round(float(np.mean(v)), 2),
+             "top1_std": round(float(np.std(v)), 2), "n_seeds": len(v)}
+            for (m, b, d, k), v in sorted(groups.items())]
+    if rows:
+        path = Path(folder) / "summary.csv"
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return rows
+
+
+def cmd_sweep(args) -> int:
+    from .cli import _print_json
+
+    datasets = args.datasets
+    if datasets == ["pocket"]:
+        from .experiments import pocket_suite
+        datasets = pocket_suite()
+    result = run_sweep(args.methods, args.backbone, datasets, args.shots, args.seeds, args.out,
+                       args.preset, args.data_root, progress=not args.json)
+    print(f"sweep: {result['ran']} run(s) done, {result['failed']} failed, "
+          f"{result['runs'] - result['ran'] - result['failed']} already there; summary in {args.out}/summary.csv")
+    if args.json:
+        _print_json(result)
+    return 1 if result["failed"] else 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("sweep", help="methods x datasets x shots x seeds, resumable, with summary.csv")
+    p.add_argument("--methods", nargs="+", default=["zeroshot", "vtclip"])
+    p.add_argument("--backbone", default="pocket")
+    p.add_argument("--datasets", nargs="+", default=["pocket"], help="names; 'pocket' = the Pocket suite")
+    p.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4, 8, 16])
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--preset", default="paper", choices=list(PRESETS))
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--out", required=True, help="results folder (e.g. results/pocket)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sweep)
