@@ -4,6 +4,8 @@ Taught in: chapter 04 (few-shot protocol); the datasets appendix lists every reg
 """
 from __future__ import annotations
 
+import copy
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -66,13 +68,18 @@ class ImageFiles(LabeledImages):
             with Image.open(path) as im:
                 return im.convert("RGB")
         except (OSError, ValueError) as err:
-            raise BadImageError(f"cannot read image {path}: {err}. Remove or replace the file, "
-                                "or pass --skip-bad-images to leave unreadable images out "
-                                "(they are then listed in the run's record).") from err
+            raise BadImageError(f"cannot read image {path}: {err}. Remove or replace the file, or "
+                                "load the split with skip_bad_images=True to leave unreadable images out "
+                                "(they are listed in its `dropped_images`); `vtclip data check NAME "
+                                "--images` lists them all.", path=str(path)) from err
 
 
 class BadImageError(OSError):
-    """An image file exists but cannot be decoded."""
+    """An image file exists but cannot be decoded; ``path`` says which."""
+
+    def __init__(self, message: str, path: str = ""):
+        super().__init__(message)
+        self.path = path
 
 
 @dataclass(frozen=True)
@@ -93,11 +100,21 @@ class DatasetSpec:
     def num_classes(self) -> int:
         return len(self.classnames)
 
-    def split(self, split: str, root: str | Path | None = None, transform=None) -> LabeledImages:
-        """Load one split ("train", "val" or "test")."""
+    def split(self, split: str, root: str | Path | None = None, transform=None,
+              skip_bad_images: bool = False) -> LabeledImages:
+        """Load one split ("train", "val" or "test").
+
+        ``skip_bad_images=True`` decodes every image first and leaves the unreadable ones out, with a
+        warning; their paths are in the returned dataset's ``dropped_images`` (record them).
+        """
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         ds = self.build(split, root)
+        if skip_bad_images:
+            ds, dropped = drop_bad_images(ds)
+            if dropped:
+                warnings.warn(f"{self.name}/{split}: left out {len(dropped)} unreadable image(s), "
+                              f"e.g. {dropped[0]}", stacklevel=2)
         return ds.with_transform(transform) if transform is not None else ds
 
 
@@ -124,21 +141,74 @@ def get_dataset(name: str) -> DatasetSpec:
                      "or pass the path of an image folder (one sub-folder per class).")
 
 
-def few_shot(labels: Sequence[int], k: int, seed: int, num_classes: int | None = None) -> np.ndarray:
-    """Indices of ``k`` images per class drawn with ``numpy.random.default_rng(seed)``.
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function on uint64s (wrapping arithmetic, identical on every platform)."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
 
-    The draw depends only on (labels, k, seed), so it is the same on every machine. Raises a
-    ``ValueError`` listing the classes with fewer than ``k`` images.
+
+def few_shot(labels: Sequence[int], k: int, seed: int, num_classes: int | None = None,
+             allow_fewer: bool = False) -> np.ndarray:
+    """Sorted indices of ``k`` images per class, drawn reproducibly from ``seed``.
+
+    The RNG: image ``i`` gets the key ``SplitMix64(i + SplitMix64(seed))`` (64-bit integer hashing)
+    and each class keeps its ``k`` smallest keys. The draw depends only on (labels, k, seed) -- the
+    same on every machine and NumPy version -- and a larger ``k`` extends a smaller one. A class with
+    fewer than ``k`` images raises a ``ValueError`` listing the counts, or, with
+    ``allow_fewer=True``, contributes all its images (CoOp does this for val).
     """
-    labels = np.asarray(labels)
-    num_classes = num_classes or int(labels.max()) + 1
+    labels = np.asarray(labels, dtype=np.int64)
+    num_classes = num_classes or (int(labels.max()) + 1 if labels.size else 0)
     counts = np.bincount(labels, minlength=num_classes)
     short = {c: int(n) for c, n in enumerate(counts) if n < k}
-    if short:
+    if short and not allow_fewer:
         shown = ", ".join(f"class {c}: {n}" for c, n in list(short.items())[:10])
         raise ValueError(f"{k} shots asked, but {len(short)} class(es) have fewer training images "
                          f"({shown}{', ...' if len(short) > 10 else ''}); use at most "
                          f"{int(counts.min())} shots")
-    rng = np.random.default_rng(seed)
-    picks = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False) for c in range(num_classes)]
-    return np.sort(np.concatenate(picks))
+    idx = np.arange(len(labels), dtype=np.uint64)
+    keys = _splitmix64(idx + _splitmix64(np.array([seed], dtype=np.uint64)))   # (N,)
+    order = np.lexsort((keys, labels))                      # by class, then key
+    first = np.searchsorted(labels[order], labels[order])   # start of each class's run
+    rank = np.arange(len(order)) - first                     # position within the class
+    return np.sort(order[rank < k])
+
+
+def few_shot_val(labels: Sequence[int], shots: int, seed: int, num_classes: int | None = None) -> np.ndarray:
+    """CoOp's few-shot val set: ``min(shots, 4)`` images per class (all of a class if it has fewer)."""
+    return few_shot(labels, min(shots, 4), seed, num_classes, allow_fewer=True)
+
+
+def check_images(dataset: LabeledImages, progress: bool = False) -> list[str]:
+    """Decode every image of ``dataset``; return the paths (idents) of those that cannot be read."""
+    bad = []
+    for i in range(len(dataset)):
+        try:
+            dataset.load_image(i)
+        except BadImageError as err:
+            bad.append(err.path or dataset.ident(i))
+        if progress and (i + 1) % 1000 == 0:
+            print(f"  checked {i + 1}/{len(dataset)} images, {len(bad)} unreadable", flush=True)
+    return bad
+
+
+def drop_bad_images(dataset: ImageFiles, bad: Sequence[str] | None = None) -> tuple[ImageFiles, list[str]]:
+    """``dataset`` without its unreadable images, and the dropped paths (to record with the results).
+
+    ``bad`` is the output of :func:`check_images` (computed when not given). The copy keeps every
+    other attribute (``split_source``, ...) and lists the dropped paths in ``dropped_images``.
+    """
+    if not isinstance(dataset, ImageFiles):
+        raise TypeError(f"drop_bad_images needs an ImageFiles dataset, got {type(dataset).__name__}")
+    bad = set(check_images(dataset) if bad is None else bad)
+    is_bad = [str(dataset.root / p) in bad or p in bad for p in dataset.paths]
+    keep = [i for i, b in enumerate(is_bad) if not b]
+    new = copy.copy(dataset)
+    new.paths = [dataset.paths[i] for i in keep]
+    new.labels = dataset.labels[keep]
+    dropped = [str(dataset.root / p) for p, b in zip(dataset.paths, is_bad) if b]
+    new.dropped_images = list(getattr(dataset, "dropped_images", [])) + dropped
+    return new, dropped

@@ -1,0 +1,125 @@
+"""``vtclip data list`` and ``vtclip data check NAME``: where dataset files go and what is missing.
+
+Taught in: the appendix "Getting the datasets".
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .base import DATASETS, SPLITS, check_images, get_dataset
+from .real import Layout, data_root, expected_paths, how_to_get, load_splits, locate
+
+
+def _row(spec, root) -> dict:
+    """One dataset's line of ``data list``."""
+    row = {"name": spec.name, "kind": spec.kind, "classes": spec.num_classes,
+           "sizes": spec.extra.get("sizes"), "present": True, "root": None}
+    layout = spec.extra.get("layout")
+    if isinstance(layout, Layout):
+        loc = locate(layout, root)
+        row.update(present=loc is not None, split_file=bool(loc and loc.split_file),
+                   root=str(loc.folder if loc else data_root(root) / layout.folders[0]))
+    return row
+
+
+def cmd_list(args) -> int:
+    rows = [_row(spec, args.data_root) for spec in DATASETS.values()]
+    print(f"data root: {data_root(args.data_root)}  (--data-root or $VTCLIP_HOME/data)")
+    print(f"{'name':<22}{'classes':>8}{'train/val/test (CoOp)':>24}  {'present':<8} where")
+    for r in rows:
+        sizes = "/".join(str(n) for n in r["sizes"].values()) if r["sizes"] else "-"
+        where = r["root"] or f"built in ({r['kind']})"
+        print(f"{r['name']:<22}{r['classes']:>8}{sizes:>24}  {'yes' if r['present'] else 'no':<8} {where}")
+    if args.json:
+        print(json.dumps({"data_root": str(data_root(args.data_root)), "datasets": rows}))
+    return 0
+
+
+def _missing_files(image_dir: Path, paths: list[str]) -> list[str]:
+    return [str(image_dir / p) for p in paths if not (image_dir / p).is_file()]
+
+
+def _check_real(spec, args, report: dict) -> int:
+    """Check a registered real dataset; fill ``report``; return the exit code."""
+    layout = spec.extra["layout"]
+    loc = locate(layout, args.data_root)
+    if loc is None:
+        report["missing"] = [str(p) for p in expected_paths(layout, args.data_root) if not p.exists()]
+        print(f"{spec.name}: NOT FOUND. Missing:\n" + "\n".join(f"  {p}" for p in report["missing"]))
+        print(how_to_get(layout, args.data_root))
+        return 1
+    report.update(present=True, root=str(loc.folder), image_dir=str(loc.image_dir),
+                  split_file=str(loc.split_file) if loc.split_file else None)
+    print(f"{spec.name}: found in {loc.folder}\n  images: {loc.image_dir}")
+    print(f"  split: {loc.split_file or 'no ' + layout.split_file + ' -> ' + layout.rule}")
+    try:
+        data = load_splits(layout, loc)
+    except (FileNotFoundError, ValueError) as err:
+        report["missing"] = [str(err)]
+        print(f"  cannot make the split: {err}")
+        return 1
+    report.update(split_source=data.source, sizes=data.sizes())
+    return _check_files(loc.image_dir, data, spec, report)
+
+
+def _check_files(image_dir: Path, data, spec, report: dict) -> int:
+    """Every listed image must exist; print sizes next to CoOp's."""
+    expected = spec.extra.get("sizes") or {}
+    for s in SPLITS:
+        print(f"  {s:<5} {len(data.paths[s]):>8} images" + (f"  (CoOp: {expected[s]})" if s in expected else ""))
+    missing = [p for s in SPLITS for p in _missing_files(image_dir, data.paths[s])]
+    report["missing"] = missing
+    if missing:
+        print(f"  {len(missing)} listed image(s) missing, e.g.:\n" + "\n".join(f"    {p}" for p in missing[:5]))
+        return 1
+    return 0
+
+
+def _check_decoding(spec, args, report: dict) -> int:
+    """--images: decode every image of every split; list the unreadable ones."""
+    bad = []
+    for s in SPLITS:
+        bad += check_images(spec.split(s, args.data_root), progress=not args.json)
+    report["bad_images"] = bad
+    print(f"  {len(bad)} unreadable image(s)" + "".join(f"\n    {p}" for p in bad[:20]))
+    return 1 if bad else 0
+
+
+def cmd_check(args) -> int:
+    spec = get_dataset(args.name)
+    report = {"name": spec.name, "kind": spec.kind, "classes": spec.num_classes, "present": True,
+              "missing": [], "bad_images": []}
+    if isinstance(spec.extra.get("layout"), Layout):
+        report["present"] = False
+        code = _check_real(spec, args, report)
+    else:
+        print(f"{spec.name}: {spec.description or spec.kind}")
+        code = 0
+        if spec.kind == "folder":
+            report["split_source"] = spec.extra["split_source"]
+            report["sizes"] = spec.extra["sizes"]
+            print(f"  split: {spec.extra['split_source']}, sizes {spec.extra['sizes']}")
+    if code == 0 and args.images:
+        code = _check_decoding(spec, args, report)
+    if code == 0:
+        print("  OK")
+    if args.json:
+        print(json.dumps(report))
+    return code
+
+
+def add_commands(subparsers) -> None:
+    """Add ``vtclip data list|check`` to the ``vtclip`` command."""
+    p = subparsers.add_parser("data", help="where dataset files go, and what is missing")
+    sub = p.add_subparsers(dest="data_command", required=True)
+    q = sub.add_parser("list", help="every registered dataset: classes, sizes, where it looks, present or not")
+    q.add_argument("--data-root", default=None, help="where datasets live (default $VTCLIP_HOME/data)")
+    q.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    q.set_defaults(func=cmd_list)
+    q = sub.add_parser("check", help="what is missing for one dataset, the exact paths, how to get it")
+    q.add_argument("name", help="registered dataset name, or an image-folder path")
+    q.add_argument("--data-root", default=None, help="where datasets live (default $VTCLIP_HOME/data)")
+    q.add_argument("--images", action="store_true", help="also decode every image (slow) and list bad ones")
+    q.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    q.set_defaults(func=cmd_check)
