@@ -72,3 +72,6 @@ def build_method(name: str, ctx: MethodContext, **options) -> nn.Module:
     if name not in METHODS:
         raise ValueError(f"Unknown method {name!r}. Known methods: {', '.join(METHODS)}")
     return METHODS[name](ctx, **options)
+
+
+from . import baselines as _baselines  # noqa: F401,E402  (registers the baselines)

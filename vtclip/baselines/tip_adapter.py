@@ -1,0 +1,148 @@
+"""Tip-Adapter and Tip-Adapter-F: a key-value cache of the few-shot images added to zero-shot CLIP.
+
+Zhang, Zhang, Fang, Gao, Li, Dai, Qiao, Li, "Tip-Adapter: Training-free Adaption of CLIP for
+Few-shot Classification", ECCV 2022. The cache's keys are the N few-shot image features (each
+averaged over its augmented views, then L2-normalised), its values their one-hot labels L (N, K).
+For an image feature f (B, D):
+
+    A      = exp(-beta * (1 - f @ keys.T))                     affinities             (B, N)
+    logits = 100 * f @ W.T + alpha * A @ L                      (the paper)            (B, K)
+
+We write ``logit_scale`` for the paper's 100 and scale the cache term by ``logit_scale / 100``, so
+with OpenAI's CLIPs (logit_scale = 100) the logits are the paper's exactly, and for other models
+the balance that alpha means is the paper's. alpha and beta are searched on the validation split
+over Tip-Adapter's grid (beta in [0.1, 7), 200 steps; alpha in [0.1, 3), 20 steps; the first best
+wins). The official code searches ImageNet's alpha, beta on its test set and Tip-Adapter-F picks
+its epoch on the test set; here hyper-parameters come from val only and the last epoch is kept.
+
+Tip-Adapter-F makes the keys a learnable linear layer initialised from the cache and fine-tunes it
+through the shared trainer (the paper: AdamW 1e-3, 20 epochs = ``TrainConfig.fast()``); alpha,
+beta come from the same val search before training, and ``after_fit(val)`` re-searches them with
+the tuned keys, as the official code does after training.
+Taught in: chapter 05 (baselines).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..features import FeatureSet
+from ..prompts import zero_shot_logits
+
+#: Tip-Adapter's default search: (largest beta, largest alpha) and their number of steps.
+SEARCH_SCALE = (7.0, 3.0)
+SEARCH_STEP = (200, 20)
+
+
+def search_grid(scale: float, steps: int) -> torch.Tensor:
+    """Tip-Adapter's grid ``[i * (scale - 0.1) / steps + 0.1 for i in range(steps)]``: (steps,)."""
+    return 0.1 + torch.arange(steps, dtype=torch.float64).float() * (scale - 0.1) / steps
+
+
+def cache_keys(train: FeatureSet) -> torch.Tensor:
+    """Keys of the cache: each image's feature averaged over its views, renormalised: (N, D)."""
+    return F.normalize(F.normalize(train.pooled.float(), dim=-1).mean(0), dim=-1)   # (V, N, D) -> (N, D)
+
+
+class TipAdapter(nn.Module):
+    """Zero-shot CLIP + the few-shot cache; nothing to train."""
+
+    name = "tip-adapter"
+    learnable_keys = False
+
+    def __init__(self, text: torch.Tensor, keys: torch.Tensor, labels: torch.Tensor,
+                 logit_scale: float, alpha: float = 1.0, beta: float = 1.0, config: dict | None = None):
+        super().__init__()
+        if len(keys) != len(labels):
+            raise ValueError(f"{len(keys)} cache keys but {len(labels)} labels")
+        self.register_buffer("text", text.detach().clone().float())        # (K, D)
+        keys = keys.detach().clone().float()                                # (N, D)
+        if self.learnable_keys:
+            self.keys = nn.Parameter(keys)
+        else:
+            self.register_buffer("keys", keys)
+        self.register_buffer("labels", labels.detach().clone().long())     # (N,)
+        self.register_buffer("alpha", torch.tensor(float(alpha)))          # buffers: a search's
+        self.register_buffer("beta", torch.tensor(float(beta)))            # result is saved
+        self.logit_scale = float(logit_scale)
+        self.config = dict(config or {})
+
+    @classmethod
+    def from_state(cls, state: dict, logit_scale: float, config: dict) -> "TipAdapter":
+        return cls(state["text"], state["keys"], state["labels"], logit_scale, config=config)
+
+    def affinity(self, pooled: torch.Tensor, beta=None) -> torch.Tensor:
+        """``exp(-beta (1 - cos(f, keys)))``: (B, D) -> (B, N)."""
+        beta = self.beta if beta is None else beta
+        f = F.normalize(pooled, dim=-1)
+        return torch.exp(-beta * (1 - f @ self.keys.T))                    # (B, N)
+
+    def cache_logits(self, pooled: torch.Tensor, beta=None) -> torch.Tensor:
+        """The cache's vote ``A @ L`` scaled as the paper's (logit_scale / 100): (B, K)."""
+        values = F.one_hot(self.labels, len(self.text)).to(pooled.dtype)   # (N, K) one-hot L
+        return self.affinity(pooled, beta) @ values * (self.logit_scale / 100)   # (B, K)
+
+    def forward(self, pooled: torch.Tensor, spatial: torch.Tensor | None = None) -> torch.Tensor:
+        zs = zero_shot_logits(pooled, self.text, self.logit_scale)          # (B, K)
+        return zs + self.alpha * self.cache_logits(pooled)
+
+    @torch.no_grad()
+    def search(self, val: FeatureSet, scale=SEARCH_SCALE, steps=SEARCH_STEP) -> dict:
+        """Set alpha, beta to the best val accuracy on Tip-Adapter's grid; returns the choice."""
+        if val is None or len(val) == 0:
+            raise ValueError(f"{self.name}: searching alpha/beta needs the val split; pass alpha= and "
+                             "beta= to fix them instead")
+        pooled = val.pooled[0].to(self.text.device).float()                # (Nv, D)
+        labels = val.labels.to(self.text.device)
+        betas, alphas = search_grid(scale[0], steps[0]), search_grid(scale[1], steps[1])
+        zs = zero_shot_logits(pooled, self.text, self.logit_scale)          # (Nv, K)
+        acc = torch.empty(len(betas), len(alphas))
+        for i, beta in enumerate(betas.tolist()):
+            cache = self.cache_logits(pooled, beta)                         # (Nv, K)
+            logits = zs + alphas.to(zs.device)[:, None, None] * cache       # (nA, Nv, K)
+            acc[i] = (logits.argmax(-1) == labels).float().mean(-1).cpu()   # (nA,)
+        best = int(acc.flatten().argmax())                                  # first best (beta-major)
+        beta, alpha = float(betas[best // len(alphas)]), float(alphas[best % len(alphas)])
+        self.alpha.fill_(alpha)
+        self.beta.fill_(beta)
+        return {"alpha": alpha, "beta": beta, "val_acc": 100 * float(acc.flatten()[best])}
+
+
+class TipAdapterF(TipAdapter):
+    """Tip-Adapter with the cache keys as a learnable linear layer (fine-tuned by the trainer)."""
+
+    name = "tip-adapter-f"
+    learnable_keys = True
+
+    def after_fit(self, val: FeatureSet | None) -> dict | None:
+        """Re-search alpha, beta on val with the fine-tuned keys (the official code's last step)."""
+        if val is None or not self.config.get("search", True):
+            return None
+        chosen = self.search(val, self.config.get("search_scale", SEARCH_SCALE),
+                             self.config.get("search_step", SEARCH_STEP))
+        self.config["chosen_after_fit"] = chosen
+        return chosen
+
+
+def _build(cls, ctx, alpha, beta, search_scale, search_step):
+    search = alpha is None or beta is None
+    config = dict(search=search, search_scale=list(search_scale), search_step=list(search_step))
+    model = cls(ctx.text, cache_keys(ctx.train), ctx.train.labels, ctx.logit_scale,
+                1.0 if alpha is None else alpha, 1.0 if beta is None else beta, config)
+    model = model.to(ctx.text.device)
+    if search:
+        model.config["chosen"] = model.search(ctx.val, search_scale, search_step)
+    return model
+
+
+def build_tip_adapter(ctx, alpha: float | None = None, beta: float | None = None,
+                      search_scale=SEARCH_SCALE, search_step=SEARCH_STEP) -> TipAdapter:
+    """Training-free Tip-Adapter; alpha, beta searched on val unless both are given."""
+    return _build(TipAdapter, ctx, alpha, beta, search_scale, search_step)
+
+
+def build_tip_adapter_f(ctx, alpha: float | None = None, beta: float | None = None,
+                        search_scale=SEARCH_SCALE, search_step=SEARCH_STEP) -> TipAdapterF:
+    """Tip-Adapter-F: the same cache and search, keys then fine-tuned by ``train.fit``."""
+    return _build(TipAdapterF, ctx, alpha, beta, search_scale, search_step)
