@@ -1,0 +1,83 @@
+"""Bring-your-own image folders: layouts, class names, templates, deterministic seeded splits."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vtclip.datasets import get_dataset
+from vtclip.datasets.folder import folder_dataset
+
+
+def write_images(folder, n):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(np.full((8, 8, 3), 10 * i, np.uint8)).save(folder / f"img{i:02d}.png")
+
+
+def splits(spec):
+    return {s: spec.split(s) for s in ("train", "val", "test")}
+
+
+def test_class_folders_get_a_deterministic_50_20_30_split(tmp_path):
+    for cls, n in (("cat", 10), ("dog_breed", 5)):
+        write_images(tmp_path / "pets" / cls, n)
+    spec = get_dataset(str(tmp_path / "pets"))
+    assert spec.kind == "folder" and spec.classnames == ("cat", "dog breed") and "/" not in spec.name
+    assert spec.templates == ("a photo of a {}.",)
+    parts = splits(spec)
+    assert {s: len(d) for s, d in parts.items()} == {"train": 7, "val": 3, "test": 5}
+    assert parts["train"].split_source == "generated(seed=1)"
+    every = [p for d in parts.values() for p in d.paths]
+    assert len(every) == len(set(every)) == 15
+    again = splits(folder_dataset(tmp_path / "pets"))
+    assert all(again[s].paths == parts[s].paths for s in parts)
+    img, label = parts["test"][0]
+    assert img.size == (8, 8) and label in (0, 1)
+
+
+def test_classnames_and_templates_files(tmp_path):
+    for cls in ("a", "b"):
+        write_images(tmp_path / cls, 3)
+    (tmp_path / "classnames.txt").write_text("apple\nbanana\n")
+    (tmp_path / "templates.txt").write_text("a photo of a {}.\na drawing of a {}.\n")
+    spec = folder_dataset(tmp_path)
+    assert spec.classnames == ("apple", "banana")
+    assert spec.templates == ("a photo of a {}.", "a drawing of a {}.")
+    (tmp_path / "classnames.txt").write_text("apple\n")
+    with pytest.raises(ValueError, match="1 class names but .* 2 class folders"):
+        folder_dataset(tmp_path)
+    (tmp_path / "classnames.txt").unlink()
+    (tmp_path / "templates.txt").write_text("no placeholder\n")
+    with pytest.raises(ValueError, match="exactly one"):
+        folder_dataset(tmp_path)
+
+
+def test_train_test_folders_and_split_json(tmp_path):
+    for split, n in (("train", 5), ("test", 2)):
+        for cls in ("x", "y"):
+            write_images(tmp_path / split / cls, n)
+    parts = splits(folder_dataset(tmp_path))
+    assert {s: len(d) for s, d in parts.items()} == {"train": 8, "val": 2, "test": 4}
+    assert parts["test"].split_source == "official-test+generated(seed=1)"
+    assert all(p.startswith("test/") for p in parts["test"].paths)
+    for cls in ("x", "y"):
+        write_images(tmp_path / "val" / cls, 1)
+    assert splits(folder_dataset(tmp_path))["val"].split_source == "official"
+    rows = [["train/x/img00.png", 0, "x"]]
+    (tmp_path / "split.json").write_text(json.dumps({"train": rows, "val": rows, "test": rows}))
+    ds = folder_dataset(tmp_path).split("train")
+    assert ds.split_source == "coop-split-file" and ds.paths == ["train/x/img00.png"]
+
+
+def test_bad_folders_are_explained(tmp_path):
+    with pytest.raises(ValueError, match="no class folders"):
+        folder_dataset(tmp_path)
+    write_images(tmp_path / "full", 4)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="without images .*empty"):
+        folder_dataset(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        folder_dataset(tmp_path / "nope")
