@@ -303,3 +303,11 @@ def test_cli_data_list_and_check(tmp_path, capsys):
     assert vtclip_main(["data", "list", "--json", "--data-root", str(tmp_path)]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["datasets"]}
     assert rows["dtd"]["present"] and not rows["eurosat"]["present"]
+
+
+def test_book_appendix_is_generated_from_the_registry():
+    from vtclip.datasets import appendix
+
+    text = appendix.render()
+    assert all(f"(`{name}`)" in text for name in REAL)
+    assert appendix.OUT.read_text(encoding="utf-8") == text, "run: python -m vtclip.datasets.appendix"
