@@ -28,7 +28,7 @@ def cmd_list(args) -> int:
     print(f"data root: {data_root(args.data_root)}  (--data-root or $VTCLIP_HOME/data)")
     print(f"{'name':<22}{'classes':>8}{'train/val/test (CoOp)':>24}  {'present':<8} where")
     for r in rows:
-        sizes = "/".join(str(n) for n in r["sizes"].values()) if r["sizes"] else "-"
+        sizes = "/".join(map(str, r["sizes"].values())) if isinstance(r["sizes"], dict) else "-"
         where = r["root"] or f"built in ({r['kind']})"
         print(f"{r['name']:<22}{r['classes']:>8}{sizes:>24}  {'yes' if r['present'] else 'no':<8} {where}")
     if args.json:
