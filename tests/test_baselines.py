@@ -54,10 +54,8 @@ def test_every_baseline_is_registered():
         assert METHODS[name] is builder and METHOD_CLASSES[name] is cls and cls.name == name
 
 
-@pytest.mark.parametrize("name", list(BASELINES))
+@pytest.mark.parametrize("name", [n for n in BASELINES if n != "coop"])   # CoOp: test_coop.py
 def test_shapes_own_parameters_and_checkpoint_round_trip(task, name, tmp_path):
-    if name == "coop":
-        pytest.skip("CoOp needs a CLIP text tower: tests/test_coop.py")
     train, val, test, text = task
     torch.manual_seed(0)
     model = build_method(name, make_ctx(train, val, text))
@@ -140,6 +138,13 @@ def test_tip_adapter_alpha_zero_is_zero_shot(task):
     assert trainable(model) == [] and model.config["search"] is False
 
 
+def test_tip_adapter_search_needs_val_or_fixed_values(task):
+    train, _, _, text = task
+    with pytest.raises(ValueError, match="needs the val split"):
+        build_method("tip-adapter", make_ctx(train, None, text))
+    assert build_method("tip-adapter", make_ctx(train, None, text), alpha=1.0, beta=2.0).beta == 2.0
+
+
 def test_tip_adapter_cache_holding_the_image_votes_for_its_label(task):
     train, _, test, text = task
     f = test.pooled[0, :20]                                              # (20, D)
@@ -184,3 +189,15 @@ def test_tip_adapter_f_re_searches_alpha_beta_after_fit(task):
     chosen = model.after_fit(val)                                        # with the tuned keys
     assert chosen == model.config["chosen_after_fit"] and float(model.beta) == chosen["beta"]
     assert chosen["val_acc"] == pytest.approx(evaluate(model, val)["top1"])
+
+
+# ---- end to end: run_method on the toy dataset with a tiny CLIP -------------------------------------
+def test_every_baseline_runs_through_run_method(tiny_hf):
+    from vtclip.experiments import load_task, run_method
+
+    task = load_task(tiny_hf, "toy-colours", progress=False)
+    cfg = TrainConfig.smoke()
+    for name in BASELINES:
+        options = {"n_ctx": 4} if name == "coop" else {}               # tiny model: 16-token context
+        record, model, _ = run_method(task, name, shots=2, seed=1, cfg=cfg, progress=False, **options)
+        assert record["method"] == name and 0 <= record["top1"] <= 100 and model.name == name

@@ -9,9 +9,9 @@ the paper reports best):
     logits = logit_scale * cos(f', class texts)   with the fixed zero-shot texts     (B, K)
 
 alpha is **fixed** (default 0.2, the paper's value for generic datasets such as ImageNet); the
-paper tunes it per dataset (0.6-0.8 for fine-grained ones) with no validation split in its
-protocol. To choose it without touching the test split, sweep ``alpha`` as an option and compare
-val accuracy. The adapter starts from a random init (not zero-shot) and is trained by the shared
+paper reports a per-dataset best alpha (larger, 0.6-0.8, for fine-grained datasets) without naming
+a validation split for that search. To choose it without touching the test split, sweep ``alpha``
+as an option and compare val accuracy (one training run per value). The adapter starts from a random init (not zero-shot) and is trained by the shared
 trainer with CoOp's schedule, as in the paper's code. ``f`` is our L2-normalised pooled feature.
 Taught in: chapter 05 (baselines).
 """

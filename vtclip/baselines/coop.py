@@ -52,7 +52,7 @@ class CoOp(nn.Module):
             raise ValueError(f"this CoOp was trained on backbone {want[0]!r} (weights {want[1]!r}), "
                              f"not {clip.name!r} ({clip.weights_tag!r})")
         self.tower = text_tower(clip)
-        self.token_ids = self.token_ids.to(clip.device)
+        self.to(clip.device)                                               # live beside the tower
         m = self.ctx.shape[-2]
         with torch.no_grad():
             emb = self.tower.embed(self.token_ids)                         # (K, L, W)
