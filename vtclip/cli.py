@@ -17,7 +17,7 @@ def cmd_zeroshot(args) -> int:
     from .experiments import run_zeroshot
 
     record = run_zeroshot(args.backbone, args.dataset, spatial=args.spatial,
-                          data_root=args.data_root, out=args.out)
+                          data_root=args.data_root, out=args.out, skip_bad_images=args.skip_bad_images)
     if args.json:
         _print_json(record)
     else:
@@ -38,7 +38,8 @@ def cmd_train(args) -> int:
     if args.out:
         check_record_free(args.out, args.method, args.backbone, args.dataset, args.shots, args.seed)
     options = {"heads": args.heads, "layers": args.layers} if args.method == "vtclip" else {}
-    task = load_task(args.backbone, args.dataset, args.spatial, args.data_root, progress=not args.json)
+    task = load_task(args.backbone, args.dataset, args.spatial, args.data_root, progress=not args.json,
+                     skip_bad_images=args.skip_bad_images)
     record, model, _ = run_method(task, args.method, args.shots, args.seed, cfg.replace(progress=not args.json),
                                   progress=not args.json, **options)
     if args.out:
@@ -78,6 +79,8 @@ def add_common(p: argparse.ArgumentParser, dataset: bool = True) -> None:
         p.add_argument("--dataset", required=True, help="registered dataset or image-folder path")
     p.add_argument("--data-root", default=None, help="where datasets live (default $VTCLIP_HOME/data)")
     p.add_argument("--spatial", default="raw", choices=["raw", "projected"])
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave unreadable images out (listed in the record) instead of stopping")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 

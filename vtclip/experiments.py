@@ -16,7 +16,7 @@ import torch
 
 from . import features, settings
 from .backbones import load_clip
-from .datasets import few_shot, get_dataset
+from .datasets import few_shot, few_shot_val, get_dataset
 from .methods import MethodContext, build_method
 from .prompts import text_classifier
 from .train import TrainConfig, config_dict, evaluate, fit
@@ -28,30 +28,43 @@ class Task:
 
     clip: object
     spec: object
+    skip_bad_images: bool       # leave unreadable images out (listed in the records) instead of failing
     text: torch.Tensor          # (K, D) zero-shot class texts (prompt ensemble)
     test: features.FeatureSet   # full test split, one view
     data_root: str | None
     split_source: str
+    dropped_images: list        # "split:path" of unreadable images left out (skip_bad_images only)
+
+    def split(self, name: str):
+        """A split of this task's dataset, honouring ``skip_bad_images``."""
+        ds = self.spec.split(name, self.data_root, skip_bad_images=self.skip_bad_images)
+        for path in getattr(ds, "dropped_images", []):
+            if f"{name}:{path}" not in self.dropped_images:
+                self.dropped_images.append(f"{name}:{path}")
+        return ds
 
 
-def load_task(backbone, dataset: str, spatial: str = "raw", data_root=None, progress: bool = True) -> Task:
+def load_task(backbone, dataset: str, spatial: str = "raw", data_root=None, progress: bool = True,
+              skip_bad_images: bool = False) -> Task:
     """Load a backbone (name or FrozenCLIP) and a dataset; extract (or reuse) test features."""
     clip = load_clip(backbone, spatial=spatial) if isinstance(backbone, str) else backbone
     spec = get_dataset(dataset)
-    test = spec.split("test", data_root)
-    text = text_classifier(clip, spec.classnames, spec.templates).to(clip.device)
-    feats = features.extract(clip, test, dataset_name=spec.name, split="test", progress=progress)
-    return Task(clip, spec, text, feats, data_root, getattr(test, "split_source", "builtin"))
+    task = Task(clip, spec, skip_bad_images, None, None, data_root, "builtin", [])
+    test = task.split("test")
+    task.split_source = getattr(test, "split_source", "builtin")
+    task.text = text_classifier(clip, spec.classnames, spec.templates).to(clip.device)
+    task.test = features.extract(clip, test, dataset_name=spec.name, split="test", progress=progress)
+    return task
 
 
 def fewshot_features(task: Task, shots: int, seed: int, views: int, progress: bool = True):
     """K-shot train features (``views`` augmented views) and min(K, 4)-shot val features."""
-    train = task.spec.split("train", task.data_root)
+    train = task.split("train")
     idx = few_shot(train.labels, shots, seed, task.spec.num_classes)
     tr = features.extract(task.clip, train, dataset_name=task.spec.name, split="train", indices=idx,
                           views=views, augment=True, seed=seed, progress=progress)
-    val_split = task.spec.split("val", task.data_root)
-    vidx = few_shot(val_split.labels, min(shots, 4), seed, task.spec.num_classes)
+    val_split = task.split("val")
+    vidx = few_shot_val(val_split.labels, shots, seed, task.spec.num_classes)
     va = features.extract(task.clip, val_split, dataset_name=task.spec.name, split="val",
                           indices=vidx, progress=progress)
     return tr, va
@@ -71,19 +84,21 @@ def run_method(task: Task, method: str, shots: int, seed: int, cfg: TrainConfig 
     seconds = time.perf_counter() - start
     top1 = evaluate(model, task.test.to(task.clip.device))["top1"]
     config = {"train": config_dict(cfg), "method": options, "spatial": task.clip.spatial_mode,
-              "split_source": task.split_source, "val_per_class": min(shots, 4)}
+              "split_source": task.split_source, "val_per_class": min(shots, 4),
+              "dropped_images": task.dropped_images}
     return make_record(method, task, shots, seed, top1, seconds, config), model, history
 
 
 def run_zeroshot(backbone, dataset: str, spatial: str = "raw", data_root=None, out=None,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, skip_bad_images: bool = False) -> dict:
     """Zero-shot top-1 on the full test split (prompt ensemble of the dataset's templates)."""
-    task = load_task(backbone, dataset, spatial, data_root, progress)
+    task = load_task(backbone, dataset, spatial, data_root, progress, skip_bad_images)
     from .methods import ZeroShot
 
     top1 = evaluate(ZeroShot(task.text, task.clip.logit_scale), task.test)["top1"]
     record = make_record("zeroshot", task, 0, 0, top1, 0.0, {"templates": list(task.spec.templates),
-                                                            "split_source": task.split_source})
+                                                            "split_source": task.split_source,
+                                                            "dropped_images": task.dropped_images})
     if out:
         write_record(record, out)
     return record
