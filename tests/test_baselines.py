@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vtclip.baselines import BASELINES, ClipAdapter, LinearProbe, TipAdapter, TipAdapterF
+from vtclip.baselines import BASELINES, TipAdapter
 from vtclip.baselines.linear_probe import solve, train_samples
 from vtclip.baselines.tip_adapter import cache_keys, search_grid
 from vtclip.features import FeatureSet

@@ -17,7 +17,6 @@ Taught in: chapter 05 (baselines).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..prompts import fill, zero_shot_logits

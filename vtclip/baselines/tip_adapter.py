@@ -37,7 +37,7 @@ SEARCH_STEP = (200, 20)
 
 def search_grid(scale: float, steps: int) -> torch.Tensor:
     """Tip-Adapter's grid ``[i * (scale - 0.1) / steps + 0.1 for i in range(steps)]``: (steps,)."""
-    return 0.1 + torch.arange(steps, dtype=torch.float64).float() * (scale - 0.1) / steps
+    return (0.1 + torch.arange(steps, dtype=torch.float64) * (scale - 0.1) / steps).float()
 
 
 def cache_keys(train: FeatureSet) -> torch.Tensor:
