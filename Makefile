@@ -22,7 +22,7 @@ demo: $(VENV)/.installed            ## zero-shot vs VT-CLIP on the Pocket suite,
 test: unit book notebooks           ## unit tests + book build (warnings = errors) + strict nbval
 
 unit: $(VENV)/.installed
-	$(OFFLINE) $(PY) -m pytest -q -n 2 tests/
+	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 tests/
 
 book: $(VENV)/.installed
 	$(OFFLINE) $(VENV)/bin/jupyter-book build --all -W -n --keep-going .

@@ -38,6 +38,7 @@ def cmd_train(args) -> int:
     if args.out:
         check_record_free(args.out, args.method, args.backbone, args.dataset, args.shots, args.seed)
     options = {"heads": args.heads, "layers": args.layers} if args.method == "vtclip" else {}
+    options.update(parse_options(args.option))
     task = load_task(args.backbone, args.dataset, args.spatial, args.data_root, progress=not args.json,
                      skip_bad_images=args.skip_bad_images)
     record, model, _ = run_method(task, args.method, args.shots, args.seed, cfg.replace(progress=not args.json),
@@ -52,6 +53,20 @@ def cmd_train(args) -> int:
         print(f"{record['method']} {record['backbone']} {record['dataset']} {args.shots}-shot seed {args.seed}: "
               f"top-1 {record['top1']:.2f}% ({record['n_test']} test images, {record['train_seconds']:.1f}s training)")
     return 0
+
+
+def parse_options(pairs) -> dict:
+    """``["alpha=0.5", "n_ctx=4", "ctx_init=a photo of a"]`` -> typed keyword options."""
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"--option takes key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            out[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = value
+    return out
 
 
 def cmd_demo(args) -> int:
@@ -102,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     p.add_argument("--heads", type=int, default=8, help="VT-CLIP attention heads")
     p.add_argument("--layers", type=int, default=1, help="VT-CLIP decoder layers")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="a method option, repeatable (e.g. alpha=0.5, n_ctx=4, ffn_ratio=1.0)")
     p.add_argument("--out", default=None, help="directory for the result record")
     p.add_argument("--save-head", action="store_true", help="also save the trained method (safetensors)")
     p.set_defaults(func=cmd_train)

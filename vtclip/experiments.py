@@ -81,11 +81,15 @@ def run_method(task: Task, method: str, shots: int, seed: int, cfg: TrainConfig 
     model = build_method(method, ctx, **options).to(task.clip.device)
     start = time.perf_counter()
     history = fit(model, ctx.train, cfg, val=ctx.val)
+    after_fit = getattr(model, "after_fit", None)      # e.g. Tip-Adapter-F re-searches alpha, beta on val
+    chosen = after_fit(ctx.val) if after_fit else None
     seconds = time.perf_counter() - start
     top1 = evaluate(model, task.test.to(task.clip.device))["top1"]
     config = {"train": config_dict(cfg), "method": options, "spatial": task.clip.spatial_mode,
               "split_source": task.split_source, "val_per_class": min(shots, 4),
               "dropped_images": task.dropped_images}
+    if chosen:
+        config["after_fit"] = chosen
     return make_record(method, task, shots, seed, top1, seconds, config), model, history
 
 

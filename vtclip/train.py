@@ -171,8 +171,11 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, extra: dict | None
     return path
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild a method saved by ``save_checkpoint``."""
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", clip=None) -> torch.nn.Module:
+    """Rebuild a method saved by ``save_checkpoint``.
+
+    Methods that run the frozen text tower at every step (CoOp) need the same ``clip`` back.
+    """
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -184,6 +187,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tor
     cls = METHOD_CLASSES[meta["method"]]
     model = cls.from_state(state, meta["logit_scale"], meta["config"])
     model.load_state_dict(state)
+    if hasattr(model, "attach_clip"):
+        if clip is None:
+            raise ValueError(f"a {meta['method']} checkpoint needs its backbone: "
+                             "load_checkpoint(path, clip=vt.load_clip(...))")
+        model.attach_clip(clip)
     return model.to(device).eval()
 
 
