@@ -18,21 +18,26 @@ def cmd_zeroshot(args) -> int:
 
     record = run_zeroshot(args.backbone, args.dataset, spatial=args.spatial,
                           data_root=args.data_root, out=args.out, skip_bad_images=args.skip_bad_images)
+    return report(args, record, f"zero-shot {record['backbone']} on {record['dataset']}: top-1 "
+                                f"{record['top1']:.2f}% ({record['n_test']} test images, "
+                                f"chance {100 / record['num_classes']:.1f}%)")
+
+
+def report(args, record: dict, line: str) -> int:
+    """Print a run's one-line summary, or its record as JSON with ``--json``."""
     if args.json:
         _print_json(record)
     else:
-        print(f"zero-shot {record['backbone']} on {record['dataset']}: top-1 {record['top1']:.2f}% "
-              f"({record['n_test']} test images, chance {100 / record['num_classes']:.1f}%)")
+        print(line)
     return 0
 
 
 def cmd_train(args) -> int:
     from .experiments import check_record_free, load_task, run_method, write_record
+    from .datasets import get_dataset
     from .train import TrainConfig, save_checkpoint
 
-    presets = {"paper": lambda: TrainConfig.paper(args.dataset, args.shots), "fast": TrainConfig.fast,
-               "smoke": TrainConfig.smoke}
-    cfg = presets[args.preset]()
+    cfg = TrainConfig.preset(args.preset, get_dataset(args.dataset).name, args.shots)
     if args.epochs is not None:
         cfg = cfg.replace(epochs=args.epochs)
     if args.out:
@@ -47,12 +52,9 @@ def cmd_train(args) -> int:
         path = write_record(record, args.out)
         if args.save_head:
             save_checkpoint(model, path.with_suffix(".safetensors"), extra={"record": path.name})
-    if args.json:
-        _print_json(record)
-    else:
-        print(f"{record['method']} {record['backbone']} {record['dataset']} {args.shots}-shot seed {args.seed}: "
-              f"top-1 {record['top1']:.2f}% ({record['n_test']} test images, {record['train_seconds']:.1f}s training)")
-    return 0
+    return report(args, record, f"{record['method']} {record['backbone']} {record['dataset']} "
+                                f"{args.shots}-shot seed {args.seed}: top-1 {record['top1']:.2f}% "
+                                f"({record['n_test']} test images, {record['train_seconds']:.1f}s training)")
 
 
 def parse_options(pairs) -> dict:

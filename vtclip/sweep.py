@@ -19,8 +19,6 @@ from tqdm.auto import tqdm
 from .experiments import load_task, record_name, run_method, write_record
 from .train import TrainConfig
 
-PRESETS = {"paper": TrainConfig.paper, "fast": lambda dataset, shots: TrainConfig.fast(),
-           "smoke": lambda dataset, shots: TrainConfig.smoke()}
 
 
 def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str = "paper",
@@ -42,7 +40,7 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
             clip = clip or load_clip(backbone)
             if dataset not in tasks:
                 tasks[dataset] = load_task(clip, dataset, data_root=data_root, progress=False)
-            cfg = PRESETS[preset](tasks[dataset].spec.name, k).replace(progress=False)
+            cfg = TrainConfig.preset(preset, tasks[dataset].spec.name, k, progress=False)
             record, _, _ = run_method(tasks[dataset], method, k, seed, cfg, progress=False)
             write_record(record, out)
             done += 1
@@ -101,7 +99,7 @@ def add_commands(sub) -> None:
     p.add_argument("--datasets", nargs="+", default=["pocket"], help="names; 'pocket' = the Pocket suite")
     p.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4, 8, 16])
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    p.add_argument("--preset", default="paper", choices=list(PRESETS))
+    p.add_argument("--preset", default="paper", choices=["paper", "fast", "smoke"])
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", required=True, help="results folder (e.g. results/pocket)")
     p.add_argument("--json", action="store_true")

@@ -59,6 +59,15 @@ class TrainConfig:
         return cls(**{**dict(epochs=3, optimizer="adamw", lr=1e-3, warmup_epochs=0, views=2,
                              batch_size=16, progress=False), **kw})
 
+    @classmethod
+    def preset(cls, name: str, dataset: str = "", shots: int = 16, **kw) -> "TrainConfig":
+        """A preset by name: "paper" (depends on dataset and shots), "fast" or "smoke"."""
+        if name == "paper":
+            return cls.paper(dataset, shots, **kw)
+        if name in ("fast", "smoke"):
+            return getattr(cls, name)(**kw)
+        raise ValueError(f"unknown preset {name!r}; known presets: paper, fast, smoke")
+
     def replace(self, **kw) -> "TrainConfig":
         return replace(self, **kw)
 
