@@ -1,0 +1,151 @@
+"""The Pocket benchmark suite: few-shot classification datasets with a gap to pretraining.
+
+Pocket CLIP was pretrained on one coloured shape (8 shapes x 8 colours x 2 sizes) on one of six
+texture families (plain, stripes, dots, checker, noise, gradient) with at most three muted
+distractors, described by captions that name the shape and a random subset of colour, size and
+background. Each dataset below asks a question that world answers only partly, so a few-shot
+method has something to learn that zero-shot prompting does not give:
+
+* ``pocket-shapes`` (control) -- the shape of the object, scenes drawn exactly as in pretraining.
+  Zero-shot should be strong; few-shot methods should at least not hurt.
+* ``pocket-backgrounds`` -- the same shapes on four texture families pretraining never showed
+  (waves, grid, bricks, plaid). The object is unchanged but the global image statistics shift;
+  a method that adapts the class texts to the image can learn to look past the new textures.
+* ``pocket-clutter`` -- a small object (12-16 px, about two patches) among 12-20 distractor blobs
+  and strokes in the *same saturated colours* objects use. The answer sits in a few local patches
+  of the 8 x 8 map while the pooled embedding is dominated by clutter: the case VT-CLIP's spatial
+  cross-attention (texts attending to patch features) is built for.
+* ``pocket-compositions`` -- 16 colour x shape classes over neighbouring hues (red, orange, pink,
+  purple) and look-alike shapes (circle / ring, square / diamond): fine-grained, and a class is
+  right only if both attributes are, which pretraining captions (naming colour 60% of the time)
+  tie together only loosely.
+
+Every image is rendered on the fly from a per-index seed, so splits need no files, are identical
+on every machine and disjoint by construction (each split has its own seed stream). Labels cycle
+through the classes (image i has class i mod K), so every prefix of a split is class-balanced.
+Taught in: chapter 05 (the Pocket world) and chapter 06 (results).
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..datasets.base import DatasetSpec, LabeledImages, register
+from . import render
+
+#: Bump when rendering or sampling changes, so feature caches keyed on ``ident`` are invalidated.
+SUITE_VERSION = "v1"
+SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
+PER_CLASS = {"train": 64, "val": 16}     # images per class; test sizes are set per dataset
+
+
+@dataclass(frozen=True)
+class PocketTask:
+    """One Pocket dataset: its classes and how to draw a scene of class ``label``."""
+
+    name: str                                   # registry key
+    classnames: tuple[str, ...]                 # class names in label order
+    templates: tuple[str, ...]                  # prompt ensemble, one "{}" each
+    per_class: tuple[dict, ...]                 # sample_scene constraints that make each class
+    test_size: int                              # test images (a multiple of the class count)
+    description: str                            # one line for listings
+    fixed: dict = field(default_factory=dict)   # sample_scene constraints shared by all classes
+
+    def scene(self, split: str, i: int) -> render.Scene:
+        """The scene of image ``i`` of ``split`` (label ``i % K``), from its own seed."""
+        if split not in SPLIT_CODES:
+            raise ValueError(f"split must be one of {tuple(SPLIT_CODES)}, got {split!r}")
+        rng = np.random.default_rng([zlib.crc32(self.name.encode()), SPLIT_CODES[split], i])
+        return render.sample_scene(rng, **self.fixed, **self.per_class[i % len(self.classnames)])
+
+    def size(self, split: str) -> int:
+        return self.test_size if split == "test" else PER_CLASS[split] * len(self.classnames)
+
+
+class PocketImages(LabeledImages):
+    """A split of a Pocket dataset; ``load_image(i)`` renders scene ``i``."""
+
+    def __init__(self, task: PocketTask, split: str, transform=None):
+        n = task.size(split)
+        super().__init__(np.arange(n) % len(task.classnames), task.classnames, transform)
+        self.task, self.split = task, split
+
+    def scene(self, i: int) -> render.Scene:
+        return self.task.scene(self.split, int(i))
+
+    def ident(self, i: int) -> str:
+        return f"{self.task.name}/{SUITE_VERSION}/{self.split}/{int(i)}"
+
+    def load_image(self, i: int) -> Image.Image:
+        if not 0 <= i < len(self):
+            raise IndexError(f"{self.task.name} {self.split} has {len(self)} images, asked for {i}")
+        return render.render(self.scene(i))
+
+
+SHAPE_TEMPLATES = ("a photo of a {}.", "a {}.", "a drawing of a {}.", "a picture of a {}.",
+                   "an image of a {}.")
+_COMP_COLOURS, _COMP_SHAPES = ("red", "orange", "pink", "purple"), ("circle", "ring", "square", "diamond")
+_COMPOSITIONS = tuple(f"{c} {s}" for c in _COMP_COLOURS for s in _COMP_SHAPES)
+
+_BY_SHAPE = tuple({"shape": s} for s in render.SHAPES)
+TASKS = (
+    PocketTask("pocket-shapes", render.SHAPES, SHAPE_TEMPLATES, _BY_SHAPE, 1000,
+               "control: the object's shape, scenes as in pretraining (8 classes)"),
+    PocketTask("pocket-backgrounds", render.SHAPES, SHAPE_TEMPLATES, _BY_SHAPE, 1000,
+               "shape on texture families unseen in pretraining (8 classes)",
+               {"background": render.HELD_OUT_BACKGROUNDS}),
+    PocketTask("pocket-clutter", render.SHAPES, SHAPE_TEMPLATES, _BY_SHAPE, 1000,
+               "a small shape among vivid distractors (8 classes)",
+               {"size": "small", "diameter": (12, 16), "clutter": tuple(range(12, 21)),
+                "vivid_clutter": True}),
+    PocketTask("pocket-compositions", _COMPOSITIONS, SHAPE_TEMPLATES,
+               tuple({"colour": c, "shape": s} for c in _COMP_COLOURS for s in _COMP_SHAPES), 1024,
+               "fine-grained colour x shape pairs (16 classes)"),
+)
+TASKS_BY_NAME = {t.name: t for t in TASKS}
+
+
+def _spec(task: PocketTask) -> DatasetSpec:
+    return DatasetSpec(
+        name=task.name, classnames=task.classnames, templates=task.templates,
+        build=lambda split, root=None: PocketImages(task, split), kind="pocket",
+        description=task.description, source="rendered by vtclip.pocket (no files)",
+        extra={"sizes": {s: task.size(s) for s in SPLIT_CODES}, "version": SUITE_VERSION})
+
+
+for _task in TASKS:
+    register(_spec(_task))
+
+
+@torch.no_grad()
+def zeroshot_suite(clip, names=None, limit: int | None = None, batch_size: int = 250) -> dict:
+    """Zero-shot top-1 of ``clip`` on each Pocket dataset's test split (its prompt ensemble).
+
+    ``limit`` evaluates only the first ``limit`` test images (class-balanced prefixes). Returns
+    ``{name: {"top1": %, "chance": %, "n_test": n}}``.
+    """
+    from ..prompts import text_classifier
+
+    names = list(names or TASKS_BY_NAME)
+    unknown = [n for n in names if n not in TASKS_BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown Pocket dataset(s) {unknown}; known: {list(TASKS_BY_NAME)}")
+    rows = {}
+    for name in names:
+        task = TASKS_BY_NAME[name]
+        test = PocketImages(task, "test", clip.preprocess)
+        n = min(len(test), limit) if limit else len(test)
+        text = text_classifier(clip, task.classnames, task.templates).to(clip.device)   # (K, D)
+        correct = 0
+        for start in range(0, n, batch_size):
+            idx = range(start, min(n, start + batch_size))
+            pixels = torch.stack([test[i][0] for i in idx])                           # (B, 3, S, S)
+            pred = (clip.encode_image(pixels).pooled @ text.T).argmax(1).cpu()         # (B,)
+            correct += int((pred.numpy() == test.labels[idx.start:idx.stop]).sum())
+        rows[name] = {"top1": round(100 * correct / n, 2),
+                      "chance": round(100 / len(task.classnames), 2), "n_test": n}
+    return rows
