@@ -9,3 +9,4 @@ from . import real  # noqa: F401  (registers the 11 datasets of CoOp's few-shot 
 
 __all__ = ["DATASETS", "SPLITS", "BadImageError", "DatasetSpec", "ImageFiles", "LabeledImages",
            "check_images", "drop_bad_images", "few_shot", "few_shot_val", "get_dataset", "register"]
+from ..pocket import suite as _pocket_suite  # noqa: F401
