@@ -68,10 +68,17 @@ class VisualGuidedAttention(nn.Module):
         """(..., N, D) -> (..., heads, N, D/heads)."""
         return t.unflatten(-1, (self.heads, -1)).transpose(-3, -2)
 
-    def forward(self, x: torch.Tensor, visual: torch.Tensor, return_attention: bool = False):
-        """Texts ``x`` (K, D) or (B, K, D) attend to ``visual`` (B, HW, C) -> (B, K, D)."""
+    def text_part(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image-independent half: self-attended texts and their queries.
+
+        (K, D) -> (K, D), (h, K, d); or per image (B, K, D) -> (B, K, D), (B, h, K, d).
+        """
         x = self.text_self_attention(x)                             # (K, D) or (B, K, D)
-        q = self.split_heads(self.q_proj(self.norm_q(x)))           # (h, K, d) or (B, h, K, d)
+        return x, self.split_heads(self.q_proj(self.norm_q(x)))    # queries (h, K, d) or (B, h, K, d)
+
+    def attend(self, x: torch.Tensor, q: torch.Tensor, visual: torch.Tensor,
+               return_attention: bool = False):
+        """The image-dependent half: cross-attention to ``visual`` (B, HW, C) and the FFN -> (B, K, D)."""
         mem = self.norm_kv(visual)                                  # (B, HW, C)
         k = self.split_heads(self.k_proj(mem))                      # (B, h, HW, d)
         v = self.split_heads(self.v_proj(mem))                      # (B, h, HW, d)
@@ -87,6 +94,10 @@ class VisualGuidedAttention(nn.Module):
         x = x + self.dropout(self.out_proj(ctx))                    # broadcasts (K, D) over B
         x = x + self.dropout(self.ffn(self.norm_ffn(x)))            # (B, K, D)
         return (x, attn) if return_attention else x
+
+    def forward(self, x: torch.Tensor, visual: torch.Tensor, return_attention: bool = False):
+        """Texts ``x`` (K, D) or (B, K, D) attend to ``visual`` (B, HW, C) -> (B, K, D)."""
+        return self.attend(*self.text_part(x), visual, return_attention=return_attention)
 
 
 class VTCLIPHead(nn.Module):
@@ -109,22 +120,50 @@ class VTCLIPHead(nn.Module):
         With ``return_attention`` also returns the cross-attention maps, one (B, h, K, HW) per layer.
         """
         x, maps = text, []
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            # layer 1's queries depend on the class set only; later layers' on the image too
+            x, q = self.first_text_part(text) if i == 0 else block.text_part(x)
             if return_attention:
-                x, a = block(x, spatial, return_attention=True)
+                x, a = block.attend(x, q, spatial, return_attention=True)
                 maps.append(a)
             else:
-                x = block(x, spatial)
+                x = block.attend(x, q, spatial)
         x = x.expand(spatial.shape[0], *text.shape) if x.ndim == 2 else x   # layers == 0
         adapted = x if self.residual else x - text                    # VTc = Tc + updates
         return (adapted, maps) if return_attention else adapted
 
+    def first_text_part(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer 1's image-independent work (text self-attention, queries), once per class set.
+
+        In inference (eval mode, no gradients) the result is kept and reused while ``text`` and
+        the block's weights are unchanged; "unchanged" is checked by exact comparison with stored
+        copies (``torch.equal``, about a millisecond), so in-place edits, ``load_state_dict`` and
+        ``.to()`` can never serve a stale result. In training it is recomputed every call (the
+        weights move and gradients must flow).
+        """
+        block = self.blocks[0]
+        if self.training or torch.is_grad_enabled():
+            return block.text_part(text)
+        inputs = [text, *block.parameters()]
+        cached = self.__dict__.get("_text_cache")               # plain attribute: not in state_dict
+        if cached is not None and len(cached[0]) == len(inputs) and all(
+                a.shape == b.shape and a.device == b.device and a.dtype == b.dtype and torch.equal(a, b)
+                for a, b in zip(cached[0], inputs)):
+            return cached[1]
+        out = block.text_part(text)                                 # (K, D), (h, K, d)
+        self.__dict__["_text_cache"] = ([t.detach().clone() for t in inputs], out)
+        return out
+
 
 def vtclip_logits(pooled: torch.Tensor, adapted: torch.Tensor, logit_scale: float) -> torch.Tensor:
-    """``logit_scale * cos(image, adapted class text)``: (B, D), (B, K, D) -> (B, K)."""
-    pooled = F.normalize(pooled, dim=-1)
-    adapted = F.normalize(adapted, dim=-1)
-    return logit_scale * torch.einsum("bd,bkd->bk", pooled, adapted)
+    """``logit_scale * cos(image, adapted class text)``: (B, D), (B, K, D) -> (B, K).
+
+    Equal to normalising both sides first, but divides the (B, K) dot products by the norms
+    instead of the (B, K, D) texts: one pass fewer over the largest tensor, forward and backward.
+    """
+    pooled = F.normalize(pooled, dim=-1)                               # (B, D)
+    dots = torch.einsum("bd,bkd->bk", pooled, adapted)                 # (B, K)
+    return logit_scale * dots / adapted.norm(dim=-1).clamp_min(1e-12)  # F.normalize's eps
 
 
 class VTCLIP(nn.Module):
