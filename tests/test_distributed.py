@@ -1,0 +1,81 @@
+"""Data-parallel extraction: 2 CPU processes (gloo) write the cache entry a single process would."""
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+from vtclip import distributed, features
+from vtclip.datasets import get_dataset
+
+INDICES = [0, 3, 5, 17, 18, 30, 41, 44, 50, 63, 7]   # 11 images: the last rank's shard is shorter
+
+
+def _rank_main(rank: int, world: int, init_file: str, clip_dir: str, cache_dir: str, out_dir: str):
+    """One rank: join the group, extract its shard, save what it got back."""
+    import torch.distributed as dist
+
+    import vtclip as vt
+
+    torch.set_num_threads(1)       # first: no intra-op thread pool is ever started in a forked rank
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        clip = vt.load_clip(clip_dir, device="cpu")
+        ds = get_dataset("toy-colours").split("train")
+        feats = distributed.extract(clip, ds, dataset_name="toy-colours", split="train", indices=INDICES,
+                                    views=2, augment=True, seed=3, batch_size=4, num_workers=0,
+                                    cache_dir=cache_dir, progress=False)
+        torch.save({"pooled": feats.pooled, "spatial": feats.spatial, "labels": feats.labels},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_shards_cover_every_index_once():
+    for n, world in [(11, 2), (10, 3), (4, 4), (7, 1)]:
+        parts = [range(n)[distributed.shard(n, r, world)] for r in range(world)]
+        assert [i for p in parts for i in p] == list(range(n))
+        assert max(len(p) for p in parts) == math.ceil(n / world)
+
+
+def test_two_gloo_processes_equal_single_process(tiny_hf_dir, tmp_path):
+    import vtclip as vt
+
+    cache_dir, out_dir = tmp_path / "cache", tmp_path / "out"
+    out_dir.mkdir()
+    # fork: the ranks inherit the imported modules (spawn would re-import torch twice, ~10 s each)
+    torch.multiprocessing.start_processes(
+        _rank_main, args=(2, str(tmp_path / "init"), str(tiny_hf_dir), str(cache_dir), str(out_dir)),
+        nprocs=2, join=True, start_method="fork")
+    got = [torch.load(out_dir / f"rank{r}.pt") for r in range(2)]
+
+    torch.set_num_threads(1)
+    clip = vt.load_clip(str(tiny_hf_dir), device="cpu")
+    ds = get_dataset("toy-colours").split("train")
+    kw = dict(dataset_name="toy-colours", split="train", indices=INDICES, views=2, augment=True, seed=3,
+              batch_size=4, num_workers=0, progress=False)
+    single = features.extract(clip, ds, cache=False, **kw)               # computed here, no cache
+    assert single.pooled.shape[:2] == (2, len(INDICES))
+    for r in range(2):                                                    # rank 0 built, rank 1 loaded
+        torch.testing.assert_close(got[r]["pooled"], single.pooled, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got[r]["spatial"], single.spatial, atol=1e-5, rtol=1e-5)
+        assert torch.equal(got[r]["labels"], single.labels)
+    # views differ (seeded crops), so equality above is not the trivial one
+    assert not torch.allclose(single.pooled[0], single.pooled[1])
+    # the entry rank 0 wrote is the one single-process extraction looks up (same key): a cache hit
+    entries = list((cache_dir / "toy-colours").iterdir())
+    assert len(entries) == 1
+    (entries[0] / "pooled.npy").unlink()            # a hit must read this folder: break it on purpose
+    with pytest.raises(FileNotFoundError):
+        features.extract(clip, ds, cache=True, cache_dir=cache_dir, **kw)
+
+
+def test_without_process_group_is_single_process_extract(tiny_hf, tmp_path):
+    ds = get_dataset("toy-colours").split("train")
+    kw = dict(dataset_name="toy-colours", split="train", indices=INDICES[:3], num_workers=0,
+              progress=False, cache_dir=tmp_path)
+    a = distributed.extract(tiny_hf, ds, **kw)
+    b = features.extract(tiny_hf, ds, **kw)
+    torch.testing.assert_close(a.pooled, b.pooled)
