@@ -6,7 +6,7 @@
 * ``vtclip.pocket.suite``     -- the Pocket benchmark datasets (registered in ``DATASETS``)
 * ``vtclip.pocket.cli``       -- ``vtclip pocket pretrain|eval``
 
-Taught in: chapter 05 (the Pocket world).
+Taught in: chapter 0 (the Pocket world).
 """
 from . import render, tokenizer
 

@@ -4,7 +4,7 @@ A ``Scene`` names everything a caption or a class label can talk about (shape, c
 position, background family, clutter); ``render(scene)`` draws it deterministically (numpy + PIL,
 64 px by default, thousands of images per second on one core). Shape and clutter masks are drawn
 once at 4x resolution by PIL and cached, so a render is a handful of array operations.
-Taught in: chapter 05 (the Pocket world).
+Taught in: chapter 0 (the Pocket world).
 """
 from __future__ import annotations
 
@@ -162,6 +162,14 @@ def _muted_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return c0, c1
 
 
+def _vivid_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two moderately saturated colours of contrasting hues (held-out families only): (3,), (3,)."""
+    h, s, v = rng.random(), rng.uniform(0.35, 0.65), rng.uniform(0.4, 0.75)
+    c0 = np.array(colorsys.hsv_to_rgb(h, s, v), dtype=np.float32) * 255
+    c1 = np.array(colorsys.hsv_to_rgb((h + rng.uniform(0.3, 0.7)) % 1, s, v), dtype=np.float32) * 255
+    return c0, c1
+
+
 def _pattern(family: str, rng: np.random.Generator) -> np.ndarray | float:
     """Mixing weight between the two background colours: (S, S) in [0, 1], or a scalar."""
     X, Y = _XX, _YY
@@ -208,8 +216,8 @@ def _pattern(family: str, rng: np.random.Generator) -> np.ndarray | float:
 
 
 def background(family: str, rng: np.random.Generator) -> np.ndarray:
-    """A textured background: (S, S, 3) float32 in [0, 255]."""
-    c0, c1 = _muted_pair(rng)
+    """A textured background: (S, S, 3) float32 in [0, 255]; held-out families in vivid colours."""
+    c0, c1 = _vivid_pair(rng) if family in HELD_OUT_BACKGROUNDS else _muted_pair(rng)
     w = _pattern(family, rng)
     if np.isscalar(w):
         return np.broadcast_to(c0, (IMAGE_SIZE, IMAGE_SIZE, 3)).copy()

@@ -9,21 +9,22 @@ method has something to learn that zero-shot prompting does not give:
 * ``pocket-shapes`` (control) -- the shape of the object, scenes drawn exactly as in pretraining.
   Zero-shot should be strong; few-shot methods should at least not hurt.
 * ``pocket-backgrounds`` -- the same shapes on four texture families pretraining never showed
-  (waves, grid, bricks, plaid). The object is unchanged but the global image statistics shift;
-  a method that adapts the class texts to the image can learn to look past the new textures.
+  (waves, grid, bricks, plaid), drawn in moderately saturated contrasting colours where
+  pretraining backgrounds were muted. The object is unchanged but the global image statistics
+  shift; a method that adapts the class texts to the image can learn to look past the textures.
 * ``pocket-clutter`` -- a small object (12-16 px, about two patches) among 12-20 distractor blobs
   and strokes in the *same saturated colours* objects use. The answer sits in a few local patches
   of the 8 x 8 map while the pooled embedding is dominated by clutter: the case VT-CLIP's spatial
   cross-attention (texts attending to patch features) is built for.
 * ``pocket-compositions`` -- 16 colour x shape classes over neighbouring hues (red, orange, pink,
-  purple) and look-alike shapes (circle / ring, square / diamond): fine-grained, and a class is
-  right only if both attributes are, which pretraining captions (naming colour 60% of the time)
-  tie together only loosely.
+  purple) and look-alike shapes (circle / ring, square / diamond), drawn small (10-16 px) among
+  3-8 muted distractors: fine-grained, and a class is right only if both attributes are, which
+  pretraining captions (naming colour 60% of the time) tie together only loosely.
 
 Every image is rendered on the fly from a per-index seed, so splits need no files, are identical
 on every machine and disjoint by construction (each split has its own seed stream). Labels cycle
 through the classes (image i has class i mod K), so every prefix of a split is class-balanced.
-Taught in: chapter 05 (the Pocket world) and chapter 06 (results).
+Taught in: chapter 0 (the Pocket world) and chapter 06 (results).
 """
 from __future__ import annotations
 
@@ -104,7 +105,8 @@ TASKS = (
                 "vivid_clutter": True}),
     PocketTask("pocket-compositions", _COMPOSITIONS, SHAPE_TEMPLATES,
                tuple({"colour": c, "shape": s} for c in _COMP_COLOURS for s in _COMP_SHAPES), 1024,
-               "fine-grained colour x shape pairs (16 classes)"),
+               "fine-grained colour x shape pairs, small objects (16 classes)",
+               {"size": "small", "diameter": (10, 16), "clutter": tuple(range(3, 9))}),
 )
 TASKS_BY_NAME = {t.name: t for t in TASKS}
 
@@ -130,6 +132,8 @@ def zeroshot_suite(clip, names=None, limit: int | None = None, batch_size: int =
     """
     from ..prompts import text_classifier
 
+    if limit is not None and limit <= 0:
+        raise ValueError(f"limit must be a positive number of test images, got {limit}")
     names = list(names or TASKS_BY_NAME)
     unknown = [n for n in names if n not in TASKS_BY_NAME]
     if unknown:

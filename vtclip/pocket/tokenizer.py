@@ -7,7 +7,7 @@ OpenAI's tokenizer (BPE applies merges in rank order, so a cut list stops each w
 intermediate state of the full segmentation), shrinks the embedding table ~6x, and still spells
 every word of Pocket captions with one or two tokens. Only the two special tokens move
 (to the end of the cut vocabulary).
-Taught in: chapter 05 (the Pocket world).
+Taught in: chapter 0 (the Pocket world).
 """
 from __future__ import annotations
 

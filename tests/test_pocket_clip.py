@@ -1,0 +1,129 @@
+"""Pocket CLIP: the shipped checkpoint, the contrastive loss and short pretraining runs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import vtclip as vt
+from vtclip.backbones import POCKET_DIR
+from vtclip.pocket import render
+from vtclip.pocket.pretrain import (PocketConfig, build_model, contrastive_loss, make_batch, pretrain,
+                                    to_pixels)
+from vtclip.pocket.suite import zeroshot_suite
+from vtclip.pocket.tokenizer import build_tokenizer
+
+GOLDEN = POCKET_DIR / "golden_subset.json"
+
+
+@pytest.fixture(scope="module")
+def pocket():
+    return vt.load_clip("pocket", device="cpu")
+
+
+# ---- the shipped checkpoint ---------------------------------------------------------------------
+def test_shipped_checkpoint_loads_offline_with_its_files(pocket):
+    for name in ("config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer.json",
+                 "preprocessor_config.json", "training.json"):
+        assert (POCKET_DIR / name).is_file(), name
+    assert sum(f.stat().st_size for f in POCKET_DIR.iterdir()) < 20e6
+    assert pocket.name == "pocket" and pocket.image_size == 64
+    f = pocket.encode_image(torch.zeros(2, 3, 64, 64))
+    assert f.grid == (8, 8) and f.pooled.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in pocket.parameters())
+
+
+def test_shipped_checkpoint_reproduces_golden_zero_shot_subset(pocket):
+    golden = json.loads(GOLDEN.read_text())
+    rows = zeroshot_suite(pocket, limit=golden["limit"])
+    assert set(rows) == set(golden["datasets"])
+    for name, row in rows.items():
+        assert row["n_test"] == golden["datasets"][name]["n_test"]
+        assert abs(row["top1"] - golden["datasets"][name]["top1"]) <= 0.5, (name, row)
+
+
+def test_preprocess_of_a_render_equals_training_pixels(pocket):
+    rng = np.random.default_rng(0)
+    scenes = [render.sample_scene(rng) for _ in range(4)]
+    mine = torch.stack([pocket.preprocess(render.render(s)) for s in scenes])
+    torch.testing.assert_close(mine, to_pixels(render.render_batch(scenes)), atol=1e-5, rtol=0)
+
+
+def test_shipped_tokenizer_files_agree(pocket):
+    from transformers import CLIPTokenizer
+
+    slow = CLIPTokenizer(vocab=json.loads((POCKET_DIR / "vocab.json").read_text()),
+                         merges=[tuple(line.split()) for line in
+                                 (POCKET_DIR / "merges.txt").read_text().splitlines()[1:]])
+    text = "a photo of a small red triangle on a checked background."
+    assert slow(text)["input_ids"] == pocket.tokenizer(text)["input_ids"] == build_tokenizer()(text)["input_ids"]
+
+
+# ---- the loss -----------------------------------------------------------------------------------
+def test_contrastive_loss_is_clip_loss_for_one_positive_each():
+    torch.manual_seed(0)
+    img, txt = torch.randn(6, 8), torch.randn(6, 8)
+    logits = 10 * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
+    ref = (F.cross_entropy(logits, torch.arange(6)) + F.cross_entropy(logits.T, torch.arange(6))) / 2
+    torch.testing.assert_close(contrastive_loss(img, txt, torch.tensor(10.0)), ref)
+    pos = torch.eye(6, dtype=torch.bool)
+    pos[0, 1] = pos[1, 0] = True          # a second true pair changes the targets
+    assert not torch.isclose(contrastive_loss(img, txt, torch.tensor(10.0), pos), ref)
+
+
+def test_batches_are_deterministic_and_positives_are_true_captions():
+    cfg, tok = PocketConfig.tiny(), build_tokenizer(2048)
+    a, b = make_batch(cfg, 3, tok), make_batch(cfg, 3, tok)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["pixel_values"], make_batch(cfg, 4, tok)["pixel_values"])
+    assert a["positives"].diagonal().all() and a["positives"].sum() > len(a["positives"])
+
+
+# ---- pretraining --------------------------------------------------------------------------------
+def test_short_pretraining_lowers_loss_and_saves_a_loadable_clip(tmp_path):
+    cfg = PocketConfig.tiny(steps=60)
+    tok = build_tokenizer(cfg.num_merges)
+    held_out = make_batch(cfg, 10_000, tok)                  # a batch no training step sees
+
+    def loss_of(model):
+        with torch.no_grad():
+            out = model(input_ids=held_out["input_ids"], attention_mask=held_out["attention_mask"],
+                        pixel_values=held_out["pixel_values"])
+            return float(contrastive_loss(out.image_embeds, out.text_embeds, model.logit_scale.exp(),
+                                          held_out["positives"]))
+
+    before = loss_of(build_model(cfg).eval())
+    record = pretrain(cfg, tmp_path / "run", progress=False, log_every=10)
+    clip = vt.load_clip(str(tmp_path / "run"), device="cpu")
+    after = loss_of(clip.model)
+    assert after < before - 0.2, (before, after)
+    assert record["history"][-1]["loss"] < record["history"][0]["loss"]
+    assert not (tmp_path / "run" / "resume.pt").exists()
+
+
+def test_pretraining_is_deterministic_and_resumes_exactly(tmp_path):
+    cfg = PocketConfig.tiny(steps=12).replace(checkpoint_every=4)
+    pretrain(cfg, tmp_path / "a", progress=False)
+    assert pretrain(cfg, tmp_path / "b", progress=False, stop_after=6) is None
+    assert (tmp_path / "b" / "resume.pt").is_file()
+    with pytest.raises(FileExistsError, match="--resume"):
+        pretrain(cfg, tmp_path / "b", progress=False)
+    with pytest.raises(ValueError, match="different config"):
+        pretrain(cfg.replace(seed=1), tmp_path / "b", resume=True, progress=False)
+    pretrain(cfg, tmp_path / "b", resume=True, progress=False)
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_cli_eval_prints_json_last(capsys):
+    from vtclip.cli import main
+
+    assert main(["pocket", "eval", "--datasets", "pocket-shapes", "--limit", "16", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    row = result["datasets"]["pocket-shapes"]
+    assert result["backbone"] == "pocket" and row["n_test"] == 16 and row["chance"] == 12.5

@@ -1,0 +1,95 @@
+"""``vtclip pocket pretrain`` and ``vtclip pocket eval``: build and measure Pocket CLIP.
+
+Taught in: chapter 0 (the Pocket world).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from .. import settings
+
+RESULTS = settings.REPO_ROOT / "results" / "pocket" / "zeroshot.json"
+
+
+def cmd_pretrain(args) -> int:
+    from .pretrain import PocketConfig, pretrain
+
+    base = PocketConfig.tiny() if args.tiny else PocketConfig.shipped()
+    overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size,
+                                   "seed": args.seed, "threads": args.threads}.items() if v is not None}
+    for k, v in overrides.items():
+        if v <= 0 and k != "seed":
+            raise ValueError(f"--{k.replace('_', '-')} must be positive, got {v}")
+    cfg = base.replace(**overrides)
+    out = Path(args.out or settings.DATA_DIR / "pocket-clip")
+    record = pretrain(cfg, out, resume=args.resume, progress=not args.json)
+    summary = {"out": str(out), "steps": cfg.steps, "batch_size": cfg.batch_size, "seed": cfg.seed,
+               "wall_seconds": record["wall_seconds"], "final_loss": record["final_loss"],
+               "parameters": record["parameters"]}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"Pocket CLIP ({record['parameters'] / 1e6:.2f} M parameters) saved to {out}: "
+              f"{cfg.steps} steps in {record['wall_seconds']:.0f} s, final loss {record['final_loss']:.3f}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from ..backbones import load_clip
+    from .suite import zeroshot_suite
+
+    clip = load_clip(args.backbone)
+    rows = zeroshot_suite(clip, args.datasets, limit=args.limit)
+    result = {"backbone": clip.name, "datasets": rows, **({"limit": args.limit} if args.limit else {})}
+    if args.write:
+        write_results(result, args)
+    print(f"Zero-shot top-1 (%) of {clip.name} on the Pocket suite:")
+    print(f"{'dataset':<22}{'chance':>8}{'top-1':>8}{'n_test':>8}")
+    for name, row in rows.items():
+        print(f"{name:<22}{row['chance']:>8.1f}{row['top1']:>8.1f}{row['n_test']:>8}")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def write_results(result: dict, args) -> Path:
+    """Write an eval result with its provenance to ``args.write`` (the results file)."""
+    path = Path(args.write)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    command = "vtclip pocket eval " + " ".join(shlex.quote(a) for a in sys.argv[3:]) \
+        if sys.argv[1:3] == ["pocket", "eval"] else "vtclip pocket eval --json"
+    record = {**result, "command": command, "machine": f"{os.cpu_count()}-core CPU",
+              "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def add_commands(subparsers) -> None:
+    """Add ``vtclip pocket pretrain|eval`` to the main parser."""
+    pocket = subparsers.add_parser("pocket", help="the Pocket world: pretrain / evaluate Pocket CLIP")
+    sub = pocket.add_subparsers(dest="pocket_command", required=True)
+
+    p = sub.add_parser("pretrain", help="contrastively pretrain Pocket CLIP on rendered scenes")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: shipped recipe)")
+    p.add_argument("--batch-size", type=int, default=None, help="pairs per step")
+    p.add_argument("--seed", type=int, default=None, help="initialisation + data stream seed")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--out", default=None, help="output directory (default data/pocket-clip)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/resume.pt")
+    p.add_argument("--tiny", action="store_true", help="a tiny model (seconds; for tests)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("eval", help="zero-shot top-1 on every Pocket dataset")
+    p.add_argument("--backbone", default="pocket", help="backbone name or local CLIP directory")
+    p.add_argument("--datasets", nargs="+", default=None, help="subset of the Pocket suite")
+    p.add_argument("--limit", type=int, default=None, help="only the first N test images of each")
+    p.add_argument("--write", default=None, metavar="FILE",
+                   help=f"also write the result with provenance (e.g. {RESULTS.relative_to(settings.REPO_ROOT)})")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.set_defaults(func=cmd_eval)
