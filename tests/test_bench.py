@@ -109,3 +109,13 @@ def test_class_set_work_is_cached_in_inference_and_never_stale():
         torch.testing.assert_close(head(other, spatial), head.blocks[0](other, spatial))
     head.train()                                                          # training: never cached
     assert head.first_text_part(text)[1].requires_grad
+
+
+@pytest.mark.parametrize("K,HW,C,D,layers,B", [(7, 5, 48, 32, 1, 2), (12, 9, 16, 64, 2, 3)])
+def test_head_flop_model_equals_torch_count(K, HW, C, D, layers, B):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    head = VTCLIPHead(D, C, heads=4, layers=layers, dropout=0.0).train()   # eval's fused MHA is uncounted
+    with FlopCounterMode(display=False) as counter:
+        head(F.normalize(torch.randn(K, D), dim=-1), torch.randn(B, HW, C))
+    assert bench.head_flops(K, HW, C, D, layers, 0.5, B)["total"] == counter.get_total_flops()
