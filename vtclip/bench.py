@@ -300,7 +300,8 @@ def training_problem(clip, k: int, cfg: BenchConfig, n_fit: int):
     # the context needs only pooled features (Tip-Adapter-F's cache keys) and C: no (N, HW, C) array
     ctx_train = FeatureSet(pooled, torch.zeros(1, 1, hw, c, device=dev).expand(1, n, hw, c), labels,
                            grid_of(clip))
-    fit_train = FeatureSet(pooled[:, :n_fit], torch.randn(1, n_fit, hw, c, generator=g).to(dev),
+    torch.manual_seed(cfg.seed)        # drawn on the device: a GPU epoch's map is 6.4 GB (RN50, fp32)
+    fit_train = FeatureSet(pooled[:, :n_fit], torch.randn(1, n_fit, hw, c, device=dev),
                            labels[:n_fit], grid_of(clip))                 # what the timed steps read
     names = [IMAGENET_CLASSNAMES[i % len(IMAGENET_CLASSNAMES)] for i in range(k)]
     text = F.normalize(torch.randn(k, d, generator=g), dim=-1).to(dev)    # (K, D)
@@ -377,8 +378,8 @@ def epoch_note(runs: dict, cfg: BenchConfig, est: dict) -> str:
     if "measured_at_k" in est:
         return (f"extrapolated: per-step time measured at K={list(runs)} "
                 f"({est['measured_at_k']} s/step, {first['steps_timed']} step(s) x {first['repeats']} "
-                f"epoch(s) each), fitted linearly in K (floored at the largest K's value), x {math.ceil(cfg.classes * cfg.shots / cfg.train_batch)}"
-                " steps/epoch at K=" + str(cfg.classes))
+                f"epoch(s) each), fitted linearly in K (floored at the largest K's value), "
+                f"x {math.ceil(cfg.classes * cfg.shots / cfg.train_batch)} steps/epoch at K={cfg.classes}")
     if first["steps_timed"] < first["steps_per_epoch"]:
         return (f"extrapolated: median of {first['repeats']} timed run(s) of {first['steps_timed']} "
                 f"step(s), x {first['steps_per_epoch']} steps/epoch")
