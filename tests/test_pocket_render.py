@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from vtclip.datasets import get_dataset
 from vtclip.pocket import render
 from vtclip.pocket.render import Scene, caption, matches, render_array, sample_scene
 
@@ -154,3 +156,29 @@ def test_suite_labels_agree_with_rendered_scenes():
                 assert s.background in render.HELD_OUT_BACKGROUNDS
             if name == "pocket-clutter":
                 assert s.clutter >= 12 and s.vivid_clutter and s.diameter <= 16
+
+
+def test_pocket_training_views_are_flips_never_crops():
+    from types import SimpleNamespace
+
+    import torchvision.transforms as T
+
+    from vtclip.features import augment_transform, view_transform
+
+    plain = T.Compose([T.ToTensor(), T.Normalize((0.5,) * 3, (0.25,) * 3)])
+    clip = SimpleNamespace(preprocess=plain, image_size=render.IMAGE_SIZE)
+    train = get_dataset("pocket-clutter").split("train")
+    img = train.load_image(3)
+    ref = plain(img)
+    views = []
+    for s in range(8):
+        torch.manual_seed(s)
+        views.append(view_transform(clip, train, augment=True)(img))
+    assert all(torch.equal(v, ref) or torch.equal(v, ref.flip(-1)) for v in views)
+    assert any(torch.equal(v, ref.flip(-1)) for v in views) and any(torch.equal(v, ref) for v in views)
+    assert view_transform(clip, train, augment=False) is plain
+    crop = augment_transform(clip)             # photos: random resized crops change the pixels
+    torch.manual_seed(0)
+    assert not any(torch.equal(crop(img), r) for r in (ref, ref.flip(-1)))
+    with pytest.raises(ValueError, match="crop-flip"):
+        augment_transform(clip, "rotate")

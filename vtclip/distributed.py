@@ -92,18 +92,15 @@ def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views
     if cache and entry.is_dir():
         return features.load_entry(entry, key)
     mine = indices[shard(len(indices), rank, world)]                      # this rank's images
-    transform = features.augment_transform(clip) if augment else clip.preprocess
+    transform = features.view_transform(clip, dataset, augment)
     workers = features.default_workers() if num_workers is None else num_workers
     comm = clip.device if dist.get_backend() == "nccl" else torch.device("cpu")
-    pooled, spatial, grid = [], [], None
-    for v in range(views):
-        ds = features._Views(dataset, mine, transform, v, seed if augment else None)
-        loader = DataLoader(ds, batch_size=batch_size, num_workers=workers,
-                            pin_memory=clip.device.type == "cuda")
-        p, s, grid = features._encode_all(clip, loader, f"{dataset_name}/{split} view {v + 1}/{views} "
-                                          f"(rank 0 of {world})", progress and rank == 0)
-        pooled.append(gather_rows(p, len(indices), world, comm))          # (N, D) on rank 0
-        spatial.append(gather_rows(s.to(getattr(torch, store_dtype)), len(indices), world, comm))
+    p, s, grid = features.encode_views(clip, dataset, mine, transform, views, seed if augment else None,
+                                       batch_size, workers, f"{dataset_name}/{split} ({views} x {len(mine)} "
+                                       f"images, rank 0 of {world})", progress and rank == 0, store_dtype)
+    pooled = [gather_rows(p[v], len(indices), world, comm) for v in range(views)]       # (N, D) on rank 0
+    spatial = [gather_rows(s[v], len(indices), world, comm)
+               for v in range(views)]
     feats = None
     if rank == 0:
         feats = FeatureSet(torch.stack(pooled), torch.stack(spatial),

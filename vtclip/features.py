@@ -48,42 +48,74 @@ class FeatureSet:
                           self.grid)
 
 
-def augment_transform(clip) -> T.Compose:
-    """CLIP-style training augmentation: random resized crop + horizontal flip, then normalise."""
+#: Training augmentations a dataset can ask for (``LabeledImages.augment_policy``).
+AUGMENT_POLICIES = ("crop-flip", "flip")
+
+
+def augment_transform(clip, policy: str = "crop-flip") -> T.Compose:
+    """Training augmentation, then normalise.
+
+    ``"crop-flip"``: CLIP-style random resized crop (scale 0.5-1) + horizontal flip, for photos.
+    ``"flip"``: horizontal flip only, for images whose content must keep its scale and position
+    (the Pocket world: Pocket CLIP only ever saw objects at their rendered scale, centred on its
+    patch lattice; crops move them off it and most views then lose the class).
+    """
+    if policy not in AUGMENT_POLICIES:
+        raise ValueError(f"unknown augmentation policy {policy!r}; known: {AUGMENT_POLICIES}")
     norm = next(t for t in clip.preprocess.transforms if isinstance(t, T.Normalize))
+    crop = [T.RandomResizedCrop(clip.image_size, scale=(0.5, 1.0),
+                                interpolation=T.InterpolationMode.BICUBIC)] if policy == "crop-flip" else []
     return T.Compose([
         T.Lambda(lambda im: im.convert("RGB")),
-        T.RandomResizedCrop(clip.image_size, scale=(0.5, 1.0),
-                            interpolation=T.InterpolationMode.BICUBIC),
+        *crop,
         T.RandomHorizontalFlip(),
         T.ToTensor(),
         T.Normalize(norm.mean, norm.std),
     ])
 
 
-class _Views(Dataset):
-    """Image ``i`` of ``dataset`` under view ``view``: plain preprocess, or a seeded augmentation."""
+def view_transform(clip, dataset, augment: bool):
+    """The transform of a view of ``dataset``: its augmentation policy, or the plain preprocess."""
+    if not augment:
+        return clip.preprocess
+    return augment_transform(clip, getattr(dataset, "augment_policy", "crop-flip"))
 
-    def __init__(self, dataset, indices, transform, view: int, seed: int | None):
+
+class _Views(Dataset):
+    """Every view of ``dataset[indices]``, view-major: item ``v * len(indices) + j`` is image
+    ``indices[j]`` under view ``v`` (plain preprocess, or a seeded augmentation). One loader
+    covers all views, so worker processes start once per extraction, not once per view."""
+
+    def __init__(self, dataset, indices, transform, views: int, seed: int | None):
         self.dataset, self.indices, self.transform = dataset, indices, transform
-        self.view, self.seed = view, seed
+        self.views, self.seed = views, seed
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return self.views * len(self.indices)
 
     def __getitem__(self, j: int) -> torch.Tensor:
-        i = int(self.indices[j])
+        view, k = divmod(j, len(self.indices))
+        i = int(self.indices[k])
         img = self.dataset.load_image(i)
         if self.seed is not None:   # a fixed seed per (seed, view, image): same crops everywhere
-            torch.manual_seed((self.seed * 1_000_003 + self.view * 100_003 + i) % 2**63)
+            torch.manual_seed((self.seed * 1_000_003 + view * 100_003 + i) % 2**63)
         return self.transform(img)
+
+
+def encode_views(clip, dataset, indices, transform, views: int, seed: int | None, batch_size: int,
+                 workers: int, desc: str, progress: bool, store_dtype: str = "float32"):
+    """Encode ``views`` views of ``dataset[indices]``: pooled (V, N, D), spatial (V, N, HW, C), grid."""
+    loader = DataLoader(_Views(dataset, indices, transform, views, seed), batch_size=batch_size,
+                        num_workers=workers, pin_memory=clip.device.type == "cuda")
+    pooled, spatial, grid = _encode_all(clip, loader, desc, progress, getattr(torch, store_dtype))
+    return (pooled.unflatten(0, (views, len(indices))), spatial.unflatten(0, (views, len(indices))), grid)
 
 
 def cache_key(clip, dataset_name: str, split: str, dataset, indices, views: int,
               augment: bool, seed: int | None, store_dtype: str) -> dict:
     """Everything that changes the features, as a JSON-able dict."""
     idents = hashlib.sha1("\n".join(dataset.ident(int(i)) for i in indices).encode()).hexdigest()
-    transform = augment_transform(clip) if augment else clip.preprocess
+    transform = view_transform(clip, dataset, augment)
     return {"format": CACHE_FORMAT, "backbone": clip.name, "weights": clip.weights_tag,
             "spatial": clip.spatial_mode, "precision": str(clip.dtype), "dataset": dataset_name,
             "split": split, "n_images": len(indices), "images_sha1": idents,
@@ -96,13 +128,13 @@ def key_digest(key: dict) -> str:
 
 
 @torch.no_grad()
-def _encode_all(clip, loader, desc: str, progress: bool):
+def _encode_all(clip, loader, desc: str, progress: bool, store_dtype: torch.dtype = torch.float32):
     pooled, spatial = [], []
     grid = None
     for pixels in tqdm(loader, desc=desc, disable=not progress, leave=False):
         f = clip.encode_image(pixels.to(clip.device, non_blocking=True))
         pooled.append(f.pooled.cpu())      # (b, D)
-        spatial.append(f.spatial.cpu())    # (b, HW, C)
+        spatial.append(f.spatial.cpu().to(store_dtype))    # (b, HW, C), stored precision per batch
         grid = f.grid
     return torch.cat(pooled), torch.cat(spatial), grid
 
@@ -114,7 +146,8 @@ def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views
     """Features of ``dataset[indices]`` (all images by default) under ``views`` views, cached.
 
     ``augment=False`` gives the backbone's own preprocessing (one view suffices then);
-    ``augment=True`` gives ``views`` seeded random-resized-crop + flip views per image.
+    ``augment=True`` gives ``views`` seeded augmented views per image, under the dataset's
+    ``augment_policy`` (random resized crop + flip unless the dataset says otherwise).
     ``store_dtype="float16"`` halves the cache size; ``mmap=True`` memory-maps the spatial array.
     """
     if views < 1:
@@ -124,17 +157,13 @@ def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views
     entry = Path(cache_dir or settings.home("features")) / dataset_name / key_digest(key)
     if cache and entry.is_dir():
         return load_entry(entry, key, mmap=mmap)
-    transform = augment_transform(clip) if augment else clip.preprocess
+    transform = view_transform(clip, dataset, augment)
     workers = default_workers() if num_workers is None else num_workers
-    pooled, spatial, grid = [], [], None
-    for v in range(views):
-        ds = _Views(dataset, indices, transform, v, seed if augment else None)
-        loader = DataLoader(ds, batch_size=batch_size, num_workers=workers,
-                            pin_memory=clip.device.type == "cuda")
-        p, s, grid = _encode_all(clip, loader, f"{dataset_name}/{split} view {v + 1}/{views}", progress)
-        pooled.append(p)
-        spatial.append(s.to(getattr(torch, store_dtype)))
-    feats = FeatureSet(torch.stack(pooled), torch.stack(spatial),
+    pooled, spatial, grid = encode_views(clip, dataset, indices, transform, views,
+                                         seed if augment else None, batch_size, workers,
+                                         f"{dataset_name}/{split} ({views} x {len(indices)} images)",
+                                         progress, store_dtype)
+    feats = FeatureSet(pooled, spatial,
                        torch.as_tensor(dataset.labels[indices]), grid)
     if cache:
         write_entry(entry, key, feats)

@@ -23,6 +23,9 @@ class LabeledImages(Dataset):
     Subclasses implement ``load_image(i) -> PIL.Image``; ``transform`` maps it to a tensor.
     """
 
+    #: How few-shot training views are augmented (``vtclip.features.AUGMENT_POLICIES``).
+    augment_policy = "crop-flip"
+
     def __init__(self, labels: Sequence[int], classnames: Sequence[str], transform=None):
         self.labels = np.asarray(labels, dtype=np.int64)   # (N,) class index of every image
         self.classnames = list(classnames)                  # (K,) names in label order

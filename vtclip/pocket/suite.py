@@ -68,7 +68,14 @@ class PocketTask:
 
 
 class PocketImages(LabeledImages):
-    """A split of a Pocket dataset; ``load_image(i)`` renders scene ``i``."""
+    """A split of a Pocket dataset; ``load_image(i)`` renders scene ``i``.
+
+    Training views are flipped, never cropped: Pocket CLIP saw objects only at their rendered
+    scale with centres on its 8-px patch lattice, and random resized crops move and rescale them
+    off it (16-shot VT-CLIP then fit only 23-77% of its own cropped training views).
+    """
+
+    augment_policy = "flip"
 
     def __init__(self, task: PocketTask, split: str, transform=None):
         n = task.size(split)
