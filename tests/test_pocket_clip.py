@@ -127,3 +127,17 @@ def test_cli_eval_prints_json_last(capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     row = result["datasets"]["pocket-shapes"]
     assert result["backbone"] == "pocket" and row["n_test"] == 16 and row["chance"] == 12.5
+
+
+def test_cli_demo_json_has_the_contract_shape(capsys):
+    from vtclip.cli import main
+
+    assert main(["demo", "--smoke", "--seeds", "1", "2", "--datasets", "pocket-compositions", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["backbone"] == "pocket" and result["shots"] == 16 and result["seeds"] == [1, 2]
+    assert result["preset"] == "smoke" and result["seconds"] > 0
+    row = result["datasets"]["pocket-compositions"]
+    committed = json.loads((vt.settings.REPO_ROOT / "results" / "pocket" / "zeroshot.json").read_text())
+    assert abs(row["zeroshot"] - committed["datasets"]["pocket-compositions"]["top1"]) < 0.5
+    assert len(row["vtclip_seeds"]) == 2 and row["vtclip"] == pytest.approx(np.mean(row["vtclip_seeds"]), abs=0.01)
+    assert row["vtclip"] > row["chance"]

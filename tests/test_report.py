@@ -1,0 +1,38 @@
+"""Generated result tables: correct aggregation, and the README never drifts from the records."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vtclip import report
+from vtclip.experiments import record_name
+
+
+def _write(folder, method, dataset, shots, seed, top1):
+    r = {"method": method, "backbone": "pocket", "dataset": dataset, "shots": shots, "seed": seed, "top1": top1}
+    (folder / record_name(r)).write_text(json.dumps(r))
+
+
+def test_tables_average_seeds_and_count_zero_shot_once(tmp_path):
+    for seed, acc in [(1, 70.0), (2, 80.0), (3, 90.0)]:
+        _write(tmp_path, "vtclip", "pocket-clutter", 16, seed, acc)
+        _write(tmp_path, "zeroshot", "pocket-clutter", 16, seed, 50.0)    # the sweep repeats it per cell
+    _write(tmp_path, "vtclip", "pocket-clutter", 1, 1, 55.0)
+    (tmp_path / "zeroshot.json").write_text("{}")                           # not a record: ignored
+    text = report.pocket_tables(tmp_path)
+    assert "| **VT-CLIP** | 80.0 ± 8.2 | 80.0 |" in text
+    assert "| zero-shot CLIP | 50.0 | 50.0 |" in text
+    assert "| pocket-clutter | 50.0 | 55.0 | 80.0 ± 8.2 |" in text
+
+
+def test_tables_need_records(tmp_path):
+    with pytest.raises(FileNotFoundError, match="vtclip sweep"):
+        report.pocket_tables(tmp_path)
+
+
+def test_readme_results_block_matches_committed_records():
+    text = report.README.read_text()
+    assert report.START in text, "README lost its generated results block"
+    block = text[text.index(report.START):text.index(report.END) + len(report.END)]
+    assert block == report.readme_block(), "README results drifted from results/pocket: run python -m vtclip.report"
