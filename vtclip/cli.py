@@ -75,6 +75,11 @@ def cmd_demo(args) -> int:
     from .experiments import run_demo
     from .train import TrainConfig
 
+    import torch
+
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     preset = "smoke" if args.smoke else args.preset
     cfg = TrainConfig.preset(preset, shots=args.shots)
     result = run_demo(args.backbone, args.datasets, shots=args.shots, seeds=tuple(args.seeds),
@@ -136,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training schedule: fast (AdamW, 20 epochs; the default, ~2 min on 2 cores), "
                         "paper (CoOp's schedule, as in results/pocket; ~6 min), smoke (seconds)")
     p.add_argument("--smoke", action="store_true", help="same as --preset smoke")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the head's small matrices gain nothing from more, "
+                        "and the spare core renders images for the feature extractor)")
     p.add_argument("--out", default=None, help="also write every run's record here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
