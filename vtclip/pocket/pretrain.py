@@ -77,7 +77,7 @@ class PocketConfig:
         """A seconds-long run for tests: tiny towers, small batches."""
         return cls(vision_width=32, vision_layers=1, vision_heads=2, text_width=32, text_layers=1,
                    text_heads=2, embed_dim=32, num_merges=2048, steps=steps, batch_size=32,
-                   warmup=5, lr=3e-3, text_freeze=0, checkpoint_every=10)
+                   warmup=5, lr=3e-3, text_freeze=0, checkpoint_every=10, threads=1)
 
     def __post_init__(self):
         if self.loss not in ("multi-positive", "clip"):
