@@ -88,7 +88,7 @@ def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views
     if len(indices) < world:
         raise ValueError(f"{len(indices)} images cannot be split over {world} ranks; use fewer processes")
     key = features.cache_key(clip, dataset_name, split, dataset, indices, views, augment, seed, store_dtype)
-    entry = Path(cache_dir or settings.home("features")) / dataset_name / features.key_digest(key)
+    entry = features.entry_dir(key, dataset_name, cache_dir)
     if cache and entry.is_dir():
         return features.load_entry(entry, key)
     mine = indices[shard(len(indices), rank, world)]                      # this rank's images

@@ -127,6 +127,11 @@ def key_digest(key: dict) -> str:
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
+def entry_dir(key: dict, dataset_name: str, cache_dir: str | Path | None = None) -> Path:
+    """The cache folder of ``key``: ``<cache_dir or $VTCLIP_HOME/features>/<dataset>/<digest>``."""
+    return Path(cache_dir or settings.home("features")) / dataset_name / key_digest(key)
+
+
 @torch.no_grad()
 def _encode_all(clip, loader, desc: str, progress: bool, store_dtype: torch.dtype = torch.float32):
     pooled, spatial = [], []
@@ -154,7 +159,7 @@ def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views
         raise ValueError(f"views must be >= 1, got {views}")
     indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
     key = cache_key(clip, dataset_name, split, dataset, indices, views, augment, seed, store_dtype)
-    entry = Path(cache_dir or settings.home("features")) / dataset_name / key_digest(key)
+    entry = entry_dir(key, dataset_name, cache_dir)
     if cache and entry.is_dir():
         return load_entry(entry, key, mmap=mmap)
     transform = view_transform(clip, dataset, augment)
