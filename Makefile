@@ -7,7 +7,7 @@ OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=
            TOKENIZERS_PARALLELISM=false PYDEVD_DISABLE_FILE_VALIDATION=1
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with book/nbval_sanitize.cfg
 
-.PHONY: demo test unit notebooks book bench lock clean-venv
+.PHONY: demo test unit notebooks book browser bench lock clean-venv
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,13 +19,16 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 demo: $(VENV)/.installed            ## zero-shot vs VT-CLIP on the Pocket suite, offline, CPU
 	$(OFFLINE) $(VENV)/bin/vtclip demo
 
-test: unit book notebooks           ## unit tests + book build (warnings = errors) + strict nbval
+test: unit book browser notebooks   ## unit tests + book build (warnings = errors) + Chromium check + strict nbval
 
 unit: $(VENV)/.installed
-	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 tests/
+	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --ignore=tests/browser tests/
 
 book: $(VENV)/.installed
 	$(OFFLINE) $(VENV)/bin/jupyter-book build --all -W -n --keep-going .
+
+browser: $(VENV)/.installed         ## the built book in headless Chromium, network blocked (needs `make book`)
+	$(OFFLINE) VTCLIP_REQUIRE_BROWSER=1 $(PY) -m pytest -q tests/browser/
 
 notebooks: $(VENV)/.installed
 	$(OFFLINE) $(PY) -m pytest -q $(NBVAL) -n 2 --dist loadfile book/

@@ -22,3 +22,41 @@ def test_sweep_resumes_records_failures_and_summarises(tiny_hf_dir, tmp_path):
     with open(out / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert {(r["method"], r["n_seeds"]) for r in rows} == {("zeroshot", "3"), ("vtclip", "3")}
+
+
+def test_sweep_variants_are_separate_records_with_their_options(tiny_hf_dir, tmp_path):
+    from vtclip.ablations import table, variants
+    from vtclip.sweep import load_records
+
+    chosen = {k: v for k, v in variants(["heads", "residual"]).items() if k in ("default", "heads1", "no-residual")}
+    assert chosen["heads1"] == {"options": {"heads": 1, "layers": 1, "self_attn": True, "residual": True},
+                                "spatial": "raw"}
+    out = tmp_path / "abl"
+    result = run_sweep(["vtclip"], str(tiny_hf_dir), ["toy-colours"], [2], [1], out, preset="smoke",
+                       progress=False, variants=chosen)
+    assert (result["ran"], result["failed"]) == (3, 0)
+    assert len(list(out.glob("vtclip+heads1__*__toy-colours__2shot__seed1.json"))) == 1   # variant in the name
+    records = {r["variant"]: r for r in load_records(out)}
+    assert set(records) == {"default", "heads1", "no-residual"}
+    assert records["heads1"]["config"]["method"]["heads"] == 1
+    assert records["no-residual"]["config"]["method"]["residual"] is False
+    with open(out / "summary.csv") as f:
+        assert {r["variant"] for r in csv.DictReader(f)} == {"default", "heads1", "no-residual"}
+    rows = table(load_records(out), "heads")
+    assert [r["value"] for r in rows] == [1, 8]                # values without records are left out
+    assert rows[0]["toy-colours"][0] == records["heads1"]["top1"]
+
+
+def test_ablation_variants_change_one_setting_each():
+    from vtclip.ablations import DEFAULT, variants
+
+    vs = variants()
+    assert len(vs) == 1 + 5 + 3 + 1 + 1 + 1                   # default + heads + layers + spatial + 2 switches
+    for name, v in vs.items():
+        setting = {**v["options"], "spatial": v["spatial"]}
+        changed = {k for k in DEFAULT if setting[k] != DEFAULT[k]}
+        assert len(changed) == (0 if name == "default" else 1), name
+    import pytest
+
+    with pytest.raises(ValueError, match="known: heads"):
+        variants(["colour"])

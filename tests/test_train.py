@@ -116,3 +116,14 @@ def test_cli_bad_arguments(tiny_hf_dir, capsys, args, message):
         base[k] = v
     code, _, err = _run(capsys, "train", "--preset", "smoke", *[x for kv in base.items() for x in kv])
     assert code == 2 and message in err
+
+
+def test_paper_preset_follows_tip_adapter_f_own_schedule():
+    cfg = TrainConfig.preset("paper", "dtd", 2, method="tip-adapter-f")
+    assert (cfg.epochs, cfg.batch_size, cfg.optimizer, cfg.lr, cfg.adam_eps, cfg.warmup_epochs) == \
+        (20, 256, "adamw", 1e-3, 1e-4, 0)
+    assert TrainConfig.preset("paper", "dtd", 2, method="coop") == TrainConfig.paper("dtd", 2)
+    from vtclip.train import make_optimizer
+
+    opt, _ = make_optimizer([torch.nn.Parameter(torch.zeros(2))], cfg, steps_per_epoch=1)
+    assert opt.param_groups[0]["eps"] == 1e-4 and opt.param_groups[0]["weight_decay"] == 0.01

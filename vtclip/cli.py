@@ -37,7 +37,7 @@ def cmd_train(args) -> int:
     from .datasets import get_dataset
     from .train import TrainConfig, save_checkpoint
 
-    cfg = TrainConfig.preset(args.preset, get_dataset(args.dataset).name, args.shots)
+    cfg = TrainConfig.preset(args.preset, get_dataset(args.dataset).name, args.shots, method=args.method)
     if args.epochs is not None:
         cfg = cfg.replace(epochs=args.epochs)
     if args.out:
@@ -158,7 +158,7 @@ def _command_groups():
     import importlib
 
     for module, fn in [("vtclip.datasets.cli", "add_commands"), ("vtclip.pocket.cli", "add_commands"),
-                       ("vtclip.sweep", "add_commands"),
+                       ("vtclip.sweep", "add_commands"), ("vtclip.ablations", "add_commands"),
                        ("vtclip.bench", "add_commands")]:
         try:
             mod = importlib.import_module(module)

@@ -73,7 +73,7 @@ def fewshot_features(task: Task, shots: int, seed: int, views: int, progress: bo
 def run_method(task: Task, method: str, shots: int, seed: int, cfg: TrainConfig | None = None,
                progress: bool = True, **options) -> tuple[dict, torch.nn.Module, list[dict]]:
     """Train ``method`` on K shots (seed) and evaluate on the full test split -> (record, model, history)."""
-    cfg = (cfg or TrainConfig.paper(task.spec.name, shots)).replace(seed=seed)
+    cfg = (cfg or TrainConfig.paper(task.spec.name, shots, method)).replace(seed=seed)
     train, val = fewshot_features(task, shots, seed, cfg.views, progress)
     torch.manual_seed(seed)
     ctx = MethodContext(task.clip, task.spec.classnames, list(task.spec.templates), task.text,
@@ -126,8 +126,10 @@ def make_record(method: str, task: Task, shots: int, seed: int, top1: float, sec
 
 
 def record_name(record: dict) -> str:
+    """``method[+variant]__backbone__dataset__Kshot__seedS.json`` (a variant is an ablation's name)."""
     backbone = record["backbone"].replace("/", "-")
-    return f"{record['method']}__{backbone}__{record['dataset']}__{record['shots']}shot__seed{record['seed']}.json"
+    method = record["method"] + (f"+{record['variant']}" if record.get("variant") else "")
+    return f"{method}__{backbone}__{record['dataset']}__{record['shots']}shot__seed{record['seed']}.json"
 
 
 def check_record_free(out, method: str, backbone: str, dataset: str, shots: int, seed: int) -> None:

@@ -22,34 +22,49 @@ from .train import TrainConfig
 
 
 def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str = "paper",
-              data_root=None, progress: bool = True) -> dict:
-    """Run every missing (method, dataset, shots, seed) and rewrite ``summary.csv``."""
+              data_root=None, progress: bool = True, variants: dict | None = None) -> dict:
+    """Run every missing (method, dataset, shots, seed[, variant]) and rewrite ``summary.csv``.
+
+    ``variants`` (ablations, see ``vtclip.ablations``) maps a name to ``{"options": {...}, "spatial":
+    "raw"|"projected"}``: each method then runs once per variant with those method options and that
+    spatial map, and its records carry ``"variant": name`` (also in the file name, ``method+name__...``).
+    """
     from .backbones import load_clip
 
     out = Path(out)
-    grid = list(itertools.product(datasets, shots, seeds, methods))
-    clip, tasks, done, failed = None, {}, 0, 0
+    variants = variants or {None: {}}
+    grid = list(itertools.product(datasets, shots, seeds, methods, variants))
+    clips, tasks, done, failed = {}, {}, 0, 0
     bar = tqdm(grid, desc="sweep", disable=not progress)
-    for dataset, k, seed, method in bar:
-        bar.set_postfix_str(f"{method} {dataset} {k}-shot seed {seed}")
-        name = record_name({"method": method, "backbone": backbone, "dataset": dataset,
-                            "shots": k, "seed": seed})
+    for dataset, k, seed, method, variant in bar:
+        spatial = variants[variant].get("spatial", "raw")
+        options = variants[variant].get("options", {})
+        label = method + (f"+{variant}" if variant else "")
+        bar.set_postfix_str(f"{label} {dataset} {k}-shot seed {seed}")
+        name = record_name({"method": method, "variant": variant, "backbone": backbone,
+                            "dataset": dataset, "shots": k, "seed": seed})
         if (out / name).exists():
             continue
         try:
-            clip = clip or load_clip(backbone)
-            if dataset not in tasks:
-                tasks[dataset] = load_task(clip, dataset, data_root=data_root, progress=False)
-            cfg = TrainConfig.preset(preset, tasks[dataset].spec.name, k, progress=False)
-            record, _, _ = run_method(tasks[dataset], method, k, seed, cfg, progress=False)
+            if spatial not in clips:
+                clips[spatial] = load_clip(backbone, spatial=spatial)
+            if (dataset, spatial) not in tasks:
+                tasks[dataset, spatial] = load_task(clips[spatial], dataset, data_root=data_root,
+                                                    progress=False)
+            task = tasks[dataset, spatial]
+            cfg = TrainConfig.preset(preset, task.spec.name, k, method=method, progress=False)
+            record, _, _ = run_method(task, method, k, seed, cfg, progress=False, **options)
+            if variant:
+                record = {**record, "variant": variant}
             write_record(record, out)
             done += 1
         except Exception as err:  # recorded with its traceback; the sweep goes on
             failed += 1
             (out / "failed").mkdir(parents=True, exist_ok=True)
             (out / "failed" / name).write_text(json.dumps({
-                "method": method, "backbone": backbone, "dataset": dataset, "shots": k, "seed": seed,
-                "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}, indent=1))
+                "method": method, "variant": variant, "backbone": backbone, "dataset": dataset,
+                "shots": k, "seed": seed, "error": f"{type(err).__name__}: {err}",
+                "traceback": traceback.format_exc()}, indent=1))
     rows = summarize(out)
     return {"out": str(out), "runs": len(grid), "ran": done, "failed": failed, "summary_rows": len(rows)}
 
@@ -61,13 +76,19 @@ def load_records(folder) -> list[dict]:
 
 
 def summarize(folder) -> list[dict]:
-    """Mean and std over seeds per (method, backbone, dataset, shots) -> ``summary.csv``."""
+    """Mean and std over seeds per (method, backbone, dataset, shots) -> ``summary.csv``.
+
+    Records of ablation variants get a ``variant`` column (grouped by it too).
+    """
     groups = defaultdict(list)
-    for r in load_records(folder):
-        groups[(r["method"], r["backbone"], r["dataset"], r["shots"])].append(r["top1"])
-    rows = [{"method": m, "backbone": b, "dataset": d, "shots": k, "top1_mean": round(float(np.mean(v)), 2),
-             "top1_std": round(float(np.std(v)), 2), "n_seeds": len(v)}
-            for (m, b, d, k), v in sorted(groups.items())]
+    records = load_records(folder)
+    with_variants = any(r.get("variant") for r in records)
+    for r in records:
+        groups[(r["method"], r.get("variant") or "", r["backbone"], r["dataset"], r["shots"])].append(r["top1"])
+    rows = [{"method": m, **({"variant": var} if with_variants else {}), "backbone": b, "dataset": d,
+             "shots": k, "top1_mean": round(float(np.mean(v)), 2), "top1_std": round(float(np.std(v)), 2),
+             "n_seeds": len(v)}
+            for (m, var, b, d, k), v in sorted(groups.items())]
     if rows:
         path = Path(folder) / "summary.csv"
         with open(path, "w", newline="") as f:

@@ -16,8 +16,10 @@ wins). The official code searches ImageNet's alpha, beta on its test set and Tip
 its epoch on the test set; here hyper-parameters come from val only and the last epoch is kept.
 
 Tip-Adapter-F makes the keys a learnable linear layer initialised from the cache and fine-tunes it
-through the shared trainer (the paper: AdamW 1e-3, 20 epochs = ``TrainConfig.fast()``); alpha,
-beta come from the same val search before training, and ``after_fit(val)`` re-searches them with
+through the shared trainer (the paper's schedule, ``train.METHOD_SCHEDULES["tip-adapter-f"]``: AdamW
+1e-3, batch 256, 20 epochs, which the "paper" preset uses for this method); alpha,
+beta come from the same val search before training (the official code trains with its config's initial
+alpha, beta and searches only afterwards), and ``after_fit(val)`` re-searches them with
 the tuned keys, as the official code does after training.
 Taught in: chapter 05 (baselines).
 """

@@ -1,0 +1,126 @@
+"""The built HTML book, opened in headless Chromium with the network blocked.
+
+Every chapter in ``_toc.yml`` must render with no JavaScript error, show at least as many loaded
+images as its notebook has image outputs, have every math element typeset by the vendored MathJax,
+and draw any saved widget with the vendored widget manager. One page is screenshotted to
+``_build/screenshots/`` (a CI artefact).
+
+Needs the built book (``make book``) and Chromium (Debian: ``apt-get install chromium``, or set
+``VTCLIP_CHROMIUM``). Without them these tests skip, unless ``VTCLIP_REQUIRE_BROWSER=1`` (``make
+browser`` sets it), where a missing piece is an error.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HTML = ROOT / "_build" / "html"
+REQUIRED = os.environ.get("VTCLIP_REQUIRE_BROWSER") == "1"
+# Requests that may fail offline without harm: a web font the widget CSS @imports (falls back to the
+# browser's monospace font). Anything else leaving file:// fails the test.
+ALLOWED_OFFLINE = re.compile(r"^https://fonts\.googleapis\.com/")
+
+
+def _need(condition: bool, why: str) -> None:
+    if not condition:
+        if REQUIRED:
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+def chapters() -> list[str]:
+    """Document names in the toc, e.g. ``book/01_zero_shot``."""
+    toc = (ROOT / "_toc.yml").read_text()
+    return re.findall(r"^root:\s*(\S+)", toc, re.M) + re.findall(r"-\s*file:\s*(\S+)", toc)
+
+
+def image_outputs(doc: str) -> int:
+    nb = ROOT / f"{doc}.ipynb"
+    if not nb.exists():
+        return 0
+    cells = json.loads(nb.read_text())["cells"]
+    return sum("image/png" in o.get("data", {}) or "image/svg+xml" in o.get("data", {})
+               for c in cells if c["cell_type"] == "code" for o in c.get("outputs", []))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _need((HTML / "index.html").exists(), f"no built book at {HTML}: run `make book` first")
+    exe = os.environ.get("VTCLIP_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    _need(exe is not None, "Chromium not found: `apt-get install chromium` (Debian) or set VTCLIP_CHROMIUM")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+def open_page(browser, doc: str):
+    """Load ``doc``'s HTML offline; returns (page, js errors, blocked external requests)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors, blocked = [], []
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+    page.on("requestfailed", lambda r: errors.append(f"missing file: {r.url}") if r.url.startswith("file:") else None)
+
+    def route(r):
+        if r.request.url.startswith(("file:", "data:", "blob:")):
+            return r.continue_()
+        blocked.append(r.request.url)
+        return r.abort()
+
+    page.route("**/*", route)
+    path = HTML / f"{doc}.html"
+    assert path.exists(), f"{doc} is in _toc.yml but {path} was not built"
+    page.goto(path.as_uri(), wait_until="load")
+    page.evaluate("async () => { if (window.MathJax && MathJax.startup) await MathJax.startup.promise; }")
+    page.wait_for_timeout(300)          # widget manager renders asynchronously after load
+    return page, errors, blocked
+
+
+@pytest.mark.parametrize("doc", chapters())
+def test_chapter_renders_offline(browser, doc):
+    page, errors, blocked = open_page(browser, doc)
+    try:
+        external = [u for u in blocked if not ALLOWED_OFFLINE.match(u)]
+        assert not external, f"{doc} asks the network for {external} (vendor it or drop it)"
+        allowed_failures = [e for e in errors if "Failed to load resource" in e and blocked]
+        assert [e for e in errors if e not in allowed_failures] == [], f"{doc}: JavaScript errors"
+
+        assert page.locator("main h1").count() >= 1, f"{doc}: no title rendered"
+        images = page.evaluate("() => [...document.querySelectorAll('main img')]"
+                               ".map(i => [i.currentSrc, i.complete && i.naturalWidth > 0])")
+        broken = [src for src, ok in images if not ok]
+        assert not broken, f"{doc}: images that did not load: {broken}"
+        expected = image_outputs(doc)
+        assert len(images) >= expected, f"{doc}: {len(images)} images shown, notebook has {expected} figures"
+
+        math = page.locator("main .math").count()
+        typeset = page.evaluate("() => [...document.querySelectorAll('main .math')]"
+                                ".filter(e => e.querySelector('mjx-container')).length")
+        assert typeset == math, f"{doc}: {math - typeset} of {math} math elements not typeset by MathJax"
+
+        views = page.locator('script[type="application/vnd.jupyter.widget-view+json"]').count()
+        if views:
+            drawn = page.locator(".jupyter-widgets").count()
+            assert drawn >= views, f"{doc}: {views} saved widget views, {drawn} drawn"
+    finally:
+        page.close()
+
+
+def test_screenshot_artefact(browser):
+    doc = "book/06_results" if (HTML / "book" / "06_results.html").exists() else chapters()[0]
+    page, errors, _ = open_page(browser, doc)
+    out = ROOT / "_build" / "screenshots"
+    out.mkdir(parents=True, exist_ok=True)
+    shot = out / f"{Path(doc).name}.png"
+    page.screenshot(path=str(shot), full_page=False)
+    page.close()
+    assert shot.stat().st_size > 10_000, "screenshot is (nearly) empty"
