@@ -36,3 +36,18 @@ def test_readme_results_block_matches_committed_records():
     assert report.START in text, "README lost its generated results block"
     block = text[text.index(report.START):text.index(report.END) + len(report.END)]
     assert block == report.readme_block(), "README results drifted from results/pocket: run python -m vtclip.report"
+
+
+def test_readme_links_every_chapter_with_a_colab_badge():
+    import re
+
+    from vtclip import settings
+
+    toc = (settings.REPO_ROOT / "_toc.yml").read_text()
+    readme = (settings.REPO_ROOT / "README.md").read_text()
+    notebooks = [f for f in re.findall(r"-\s*file:\s*(\S+)", toc) if (settings.REPO_ROOT / f"{f}.ipynb").exists()]
+    assert len(notebooks) >= 8
+    for f in notebooks:
+        assert f"]({f}.ipynb)" in readme, f"README does not link {f}.ipynb"
+        assert f"colab.research.google.com/github/vtclip/vtclip/blob/main/{f}.ipynb" in readme, \
+            f"README has no Colab badge for {f}"

@@ -16,7 +16,7 @@ def test_sweep_resumes_records_failures_and_summarises(tiny_hf_dir, tmp_path):
     assert failure["shots"] == 40 and "fewer training images" in failure["error"]
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
     again = run_sweep(["zeroshot", "vtclip"], shots=[2], seeds=[1, 2, 3], **kw)
-    assert again["ran"] == 2                                   # only seed 3 was missing
+    assert (again["ran"], again["failed"]) == (2, 0)            # only seed 3 was missing; the rest skipped
     after = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
     assert all(after[n] == t for n, t in before.items())      # finished records untouched
     with open(out / "summary.csv") as f:
@@ -44,7 +44,12 @@ def test_sweep_variants_are_separate_records_with_their_options(tiny_hf_dir, tmp
         assert {r["variant"] for r in csv.DictReader(f)} == {"default", "heads1", "no-residual"}
     rows = table(load_records(out), "heads")
     assert [r["value"] for r in rows] == [1, 8]                # values without records are left out
-    assert rows[0]["toy-colours"][0] == records["heads1"]["top1"]
+    assert rows[0]["datasets"]["toy-colours"][0] == records["heads1"]["top1"]
+    assert rows[0]["average"] == records["heads1"]["top1"]     # one dataset: its mean
+    from vtclip.ablations import markdown
+
+    md = markdown(load_records(out), ["heads", "residual"]).splitlines()
+    assert len(md) == 2 + 4 and md[3].startswith("| heads | **8** |") and "| residual onto the texts | off |" in md[5]
 
 
 def test_ablation_variants_change_one_setting_each():
@@ -60,3 +65,16 @@ def test_ablation_variants_change_one_setting_each():
 
     with pytest.raises(ValueError, match="known: heads"):
         variants(["colour"])
+
+
+def test_ablate_command_runs_the_group_and_resumes(tiny_hf_dir, tmp_path, capsys):
+    from vtclip.cli import main
+
+    argv = ["ablate", "--groups", "residual", "--backbone", str(tiny_hf_dir), "--datasets", "toy-colours",
+            "--shots", "2", "--seeds", "1", "--preset", "smoke", "--out", str(tmp_path / "abl")]
+    assert main(argv) == 0
+    assert "ablate: 2 run(s) done, 0 failed, 0 already there" in capsys.readouterr().out
+    assert sorted(p.name.split("__")[0] for p in (tmp_path / "abl").glob("*.json")) == \
+        ["vtclip+default", "vtclip+no-residual"]
+    assert main(argv) == 0
+    assert "0 run(s) done, 0 failed, 2 already there" in capsys.readouterr().out

@@ -123,6 +123,7 @@ def test_paper_preset_follows_tip_adapter_f_own_schedule():
     assert (cfg.epochs, cfg.batch_size, cfg.optimizer, cfg.lr, cfg.adam_eps, cfg.warmup_epochs) == \
         (20, 256, "adamw", 1e-3, 1e-4, 0)
     assert TrainConfig.preset("paper", "dtd", 2, method="coop") == TrainConfig.paper("dtd", 2)
+    assert TrainConfig.paper("eurosat", 16, "tip-adapter-f").epochs == 100     # its configs/eurosat.yaml
     from vtclip.train import make_optimizer
 
     opt, _ = make_optimizer([torch.nn.Parameter(torch.zeros(2))], cfg, steps_per_epoch=1)

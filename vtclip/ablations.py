@@ -52,7 +52,7 @@ def variants(groups=None) -> dict[str, dict]:
 
 
 def table(records, group: str) -> list[dict]:
-    """Rows ``{group, value, variant, <dataset>: (mean, std, n), "average": mean}`` for one group.
+    """Rows ``{group, value, variant, datasets: {name: (mean, std, n)}, average}`` for one group.
 
     Mean and std over seeds per dataset; "average" is the mean over datasets of the seed means (only
     when every dataset has records). Values with no records are left out.
@@ -68,39 +68,45 @@ def table(records, group: str) -> list[dict]:
         cells = {d: by[name, d] for d in datasets if by.get((name, d))}
         if not cells:
             continue
-        row = {"group": group, "value": value, "variant": name}
-        row.update({d: (float(np.mean(v)), float(np.std(v)), len(v)) for d, v in cells.items()})
-        if len(cells) == len(datasets):
-            row["average"] = float(np.mean([np.mean(v) for v in cells.values()]))
-        rows.append(row)
+        complete = len(cells) == len(datasets)
+        rows.append({"group": group, "value": value, "variant": name,
+                     "datasets": {d: (float(np.mean(v)), float(np.std(v)), len(v)) for d, v in cells.items()},
+                     "average": float(np.mean([np.mean(v) for v in cells.values()])) if complete else None})
     return rows
 
 
-def cmd_ablate(args) -> int:
-    from .cli import _print_json
-    from .experiments import pocket_suite
-    from .sweep import run_sweep
+LABELS = {"heads": "heads", "layers": "layers", "spatial": "spatial map", "self_attn": "self-attention among texts",
+          "residual": "residual onto the texts"}
 
-    datasets = pocket_suite() if args.datasets == ["pocket"] else args.datasets
-    result = run_sweep(["vtclip"], args.backbone, datasets, [args.shots], args.seeds, args.out,
-                       args.preset, args.data_root, progress=not args.json,
-                       variants=variants(args.groups))
-    print(f"ablate: {result['ran']} run(s) done, {result['failed']} failed, "
-          f"{result['runs'] - result['ran'] - result['failed']} already there; summary in {args.out}/summary.csv")
-    if args.json:
-        _print_json(result)
-    return 1 if result["failed"] else 0
+
+def markdown(records, groups=None) -> str:
+    """A GitHub-flavoured table: one row per (group, value), mean ± std over seeds per dataset and the
+    average over datasets; the default head's rows in bold."""
+    rows = [row for g in (groups or GROUPS) for row in table(records, g)]
+    if not rows:
+        raise ValueError("no ablation records (run `vtclip ablate --out results/pocket-ablations`)")
+    datasets = sorted({d for r in rows for d in r["datasets"]})
+    lines = ["| ablation | value | " + " | ".join(d.removeprefix("pocket-") for d in datasets) + " | average |",
+             "|---|---|" + "---|" * (len(datasets) + 1)]
+    for r in rows:
+        bold = "**" if r["variant"] == "default" else ""
+        cells = [f"{r['datasets'][d][0]:.1f} ± {r['datasets'][d][1]:.1f}" if d in r["datasets"] else "–"
+                 for d in datasets]
+        avg = f"{bold}{r['average']:.1f}{bold}" if r["average"] is not None else "–"
+        lines.append(f"| {LABELS[r['group']]} | {bold}{_value(r['value'])}{bold} | " + " | ".join(cells)
+                     + f" | {avg} |")
+    return "\n".join(lines)
+
+
+def _value(value) -> str:
+    return {True: "on", False: "off"}.get(value, str(value)) if isinstance(value, bool) else str(value)
 
 
 def add_commands(sub) -> None:
+    from .sweep import add_grid_arguments, run_grid
+
     p = sub.add_parser("ablate", help="VT-CLIP ablations (heads, layers, spatial, self-attention, residual)")
     p.add_argument("--groups", nargs="+", default=list(GROUPS), choices=list(GROUPS))
-    p.add_argument("--backbone", default="pocket")
-    p.add_argument("--datasets", nargs="+", default=["pocket"], help="names; 'pocket' = the Pocket suite")
     p.add_argument("--shots", type=int, default=16)
-    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    p.add_argument("--preset", default="paper", choices=["paper", "fast", "smoke"])
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--out", required=True, help="results folder (e.g. results/pocket-ablations)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_ablate)
+    add_grid_arguments(p, "results/pocket-ablations")
+    p.set_defaults(func=lambda args: run_grid("ablate", ["vtclip"], args, [args.shots], variants(args.groups)))

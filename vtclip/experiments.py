@@ -132,12 +132,18 @@ def record_name(record: dict) -> str:
     return f"{method}__{backbone}__{record['dataset']}__{record['shots']}shot__seed{record['seed']}.json"
 
 
+def backbone_label(backbone: str) -> str:
+    """The ``backbone`` a record of ``load_clip(backbone)`` will carry: a local directory's name, else
+    the name itself."""
+    return Path(backbone).name if Path(backbone).is_dir() else backbone
+
+
 def check_record_free(out, method: str, backbone: str, dataset: str, shots: int, seed: int) -> None:
     """Raise before any work if the record this run would write already exists."""
     from .datasets import get_dataset
 
-    name = record_name({"method": method, "backbone": Path(backbone).name if Path(backbone).is_dir()
-                        else backbone, "dataset": get_dataset(dataset).name, "shots": shots, "seed": seed})
+    name = record_name({"method": method, "backbone": backbone_label(backbone),
+                        "dataset": get_dataset(dataset).name, "shots": shots, "seed": seed})
     if (Path(out) / name).exists():
         raise FileExistsError(f"{Path(out) / name} already exists (a finished run); not overwriting "
                               "it. Use another --out directory or delete that file.")

@@ -99,3 +99,70 @@ def attention_maps(image, maps, classnames: Sequence[str], grid, scores=None, co
         ax.set_title(label, fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def ablations(groups: dict, titles: dict | None = None, default: dict | None = None) -> plt.Figure:
+    """One panel per ablation group: top-1 (mean ± std over seeds) per dataset, and their average.
+
+    ``groups``: {group: rows of ``vtclip.ablations.table``}; ``default``: {group: default value}, marked
+    by a grey band.
+    """
+    fig, axes = plt.subplots(1, len(groups), figsize=(2.6 * len(groups), 2.9), squeeze=False)
+    for ax, (group, rows) in zip(axes[0], groups.items()):
+        x = np.arange(len(rows))
+        datasets = sorted({d for r in rows for d in r["datasets"]})
+        for d in datasets:
+            mean = [r["datasets"].get(d, (np.nan,))[0] for r in rows]                  # (values,)
+            std = [r["datasets"].get(d, (0, 0))[1] for r in rows]
+            ax.errorbar(x, mean, yerr=std, marker="o", ms=3, lw=1, capsize=2, label=d.removeprefix("pocket-"))
+        ax.plot(x, [np.nan if r["average"] is None else r["average"] for r in rows], "k-s", lw=2, ms=4,
+                label="average")
+        for i, r in enumerate(rows):
+            if default and r["value"] == default.get(group):
+                ax.axvspan(i - 0.3, i + 0.3, color="0.9", zorder=0)
+        ax.set_xticks(x, [{True: "on", False: "off"}.get(r["value"], r["value"]) if isinstance(r["value"], bool)
+                          else str(r["value"]) for r in rows], fontsize=8)
+        ax.set_title((titles or {}).get(group, group), fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("top-1 (%)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def explained(image, attention, classnames: Sequence[str], grid, before, after, top: int = 4,
+              label: int | None = None, shown: Sequence[int] | None = None) -> plt.Figure:
+    """The paper's Figure-1 view of one image: class scores before (zero-shot texts) and after
+    (visual-guided texts) adaptation, and where the ``top`` best classes' text queries look.
+
+    ``attention``: (K, H*W), heads averaged; ``before``, ``after``: (K,) probabilities; ``shown``:
+    the classes whose maps to draw instead of the ``top`` best.
+    """
+    img = np.asarray(image)
+    before, after = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    shown = list(np.argsort(-after)[:top]) if shown is None else list(shown)
+    n = len(shown)
+    fig, axes = plt.subplots(1, 2 + n, figsize=(1.6 * (2.4 + n), 2.2),
+                             gridspec_kw={"width_ratios": [1, 1.4] + [1] * n})
+    axes[0].imshow(img)
+    axes[0].set_title("image" + (f"\n({classnames[label]})" if label is not None else ""), fontsize=8)
+    axes[0].axis("off")
+    order = list(np.argsort(-np.maximum(before, after))[:top + 2])[::-1]         # best at the top
+    y = np.arange(len(order))
+    axes[1].barh(y + 0.2, before[order], height=0.4, color="#7f7f7f", label="zero-shot texts")
+    axes[1].barh(y - 0.2, after[order], height=0.4, color="#d62728", label="visual-guided")
+    axes[1].set_yticks(y, [classnames[c] for c in order], fontsize=7)
+    axes[1].set_xlim(0, 1)
+    axes[1].tick_params(axis="x", labelsize=7)
+    axes[1].legend(fontsize=6, frameon=False, loc="lower right")
+    axes[1].set_title("class probability", fontsize=8)
+    for ax, c in zip(axes[2:], shown):
+        heat = np.asarray(attention[c], dtype=float).reshape(grid)                  # (H, W)
+        ax.imshow(img)
+        ax.imshow(heat, cmap="magma", alpha=0.6, extent=(0, img.shape[1], img.shape[0], 0),
+                  interpolation="bilinear")
+        ax.set_title(f"{classnames[c]}\n{100 * before[c]:.0f}% → {100 * after[c]:.0f}%", fontsize=7)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .experiments import load_task, record_name, run_method, write_record
+from .experiments import backbone_label, load_task, record_name, run_method, write_record
 from .train import TrainConfig
 
 
@@ -41,7 +41,7 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
         options = variants[variant].get("options", {})
         label = method + (f"+{variant}" if variant else "")
         bar.set_postfix_str(f"{label} {dataset} {k}-shot seed {seed}")
-        name = record_name({"method": method, "variant": variant, "backbone": backbone,
+        name = record_name({"method": method, "variant": variant, "backbone": backbone_label(backbone),
                             "dataset": dataset, "shots": k, "seed": seed})
         if (out / name).exists():
             continue
@@ -98,31 +98,37 @@ def summarize(folder) -> list[dict]:
     return rows
 
 
-def cmd_sweep(args) -> int:
+def run_grid(command: str, methods, args, shots, variants=None) -> int:
+    """Run a sweep from parsed CLI ``args`` and print its one-line account (``vtclip sweep|ablate``)."""
     from .cli import _print_json
 
     datasets = args.datasets
     if datasets == ["pocket"]:
         from .experiments import pocket_suite
         datasets = pocket_suite()
-    result = run_sweep(args.methods, args.backbone, datasets, args.shots, args.seeds, args.out,
-                       args.preset, args.data_root, progress=not args.json)
-    print(f"sweep: {result['ran']} run(s) done, {result['failed']} failed, "
+    result = run_sweep(methods, args.backbone, datasets, shots, args.seeds, args.out, args.preset,
+                       args.data_root, progress=not args.json, variants=variants)
+    print(f"{command}: {result['ran']} run(s) done, {result['failed']} failed, "
           f"{result['runs'] - result['ran'] - result['failed']} already there; summary in {args.out}/summary.csv")
     if args.json:
         _print_json(result)
     return 1 if result["failed"] else 0
 
 
-def add_commands(sub) -> None:
-    p = sub.add_parser("sweep", help="methods x datasets x shots x seeds, resumable, with summary.csv")
-    p.add_argument("--methods", nargs="+", default=["zeroshot", "vtclip"])
+def add_grid_arguments(p, out_example: str) -> None:
+    """The arguments ``vtclip sweep`` and ``vtclip ablate`` share."""
     p.add_argument("--backbone", default="pocket")
     p.add_argument("--datasets", nargs="+", default=["pocket"], help="names; 'pocket' = the Pocket suite")
-    p.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4, 8, 16])
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--preset", default="paper", choices=["paper", "fast", "smoke"])
     p.add_argument("--data-root", default=None)
-    p.add_argument("--out", required=True, help="results folder (e.g. results/pocket)")
+    p.add_argument("--out", required=True, help=f"results folder (e.g. {out_example})")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_sweep)
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("sweep", help="methods x datasets x shots x seeds, resumable, with summary.csv")
+    p.add_argument("--methods", nargs="+", default=["zeroshot", "vtclip"])
+    p.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4, 8, 16])
+    add_grid_arguments(p, "results/pocket")
+    p.set_defaults(func=lambda args: run_grid("sweep", args.methods, args, args.shots))
