@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from vtclip.baselines import BASELINES, TipAdapter
+from vtclip.baselines.clip_adapter import ALPHA_GRID
 from vtclip.baselines.linear_probe import solve, train_samples
 from vtclip.baselines.tip_adapter import cache_keys, search_grid
 from vtclip.features import FeatureSet
@@ -201,3 +202,27 @@ def test_every_baseline_runs_through_run_method(tiny_hf):
         options = {"n_ctx": 4} if name == "coop" else {}               # tiny model: 16-token context
         record, model, _ = run_method(task, name, shots=2, seed=1, cfg=cfg, progress=False, **options)
         assert record["method"] == name and 0 <= record["top1"] <= 100 and model.name == name
+
+
+def test_run_method_chooses_clip_adapter_alpha_on_val(tiny_hf):
+    from vtclip.experiments import load_task, run_method
+
+    task = load_task(tiny_hf, "toy-colours", progress=False)
+    cfg = TrainConfig.smoke()
+    record, model, _ = run_method(task, "clip-adapter", shots=2, seed=1, cfg=cfg, progress=False)
+    sel = record["config"]["selected_on_val"]
+    assert [c["alpha"] for c, _ in sel["val_top1"]] == list(ALPHA_GRID)          # the default grid
+    best = max(acc for _, acc in sel["val_top1"])
+    first_best = next(c for c, acc in sel["val_top1"] if acc == best)          # ties: the first (smallest)
+    assert sel["chosen"] == first_best == {"alpha": model.alpha}
+    assert record["config"]["method"] == first_best
+    # each candidate's val accuracy is that of a model trained with it (same seed): recompute one
+    _, again, _ = run_method(task, "clip-adapter", shots=2, seed=1, cfg=cfg, progress=False,
+                             alpha=sel["val_top1"][-1][0]["alpha"])
+    from vtclip.experiments import fewshot_features
+
+    _, val = fewshot_features(task, 2, 1, cfg.views, progress=False)
+    assert evaluate(again, val)["top1"] == pytest.approx(sel["val_top1"][-1][1], abs=0.01)
+    # an explicit alpha is not searched
+    fixed, _, _ = run_method(task, "clip-adapter", shots=2, seed=1, cfg=cfg, progress=False, alpha=0.2)
+    assert "selected_on_val" not in fixed["config"] and fixed["config"]["method"] == {"alpha": 0.2}

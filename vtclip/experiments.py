@@ -5,6 +5,7 @@ Taught in: chapter 04 (few-shot training) and chapter 06 (results).
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import os
 import time
@@ -71,23 +72,44 @@ def fewshot_features(task: Task, shots: int, seed: int, views: int, progress: bo
 
 
 def run_method(task: Task, method: str, shots: int, seed: int, cfg: TrainConfig | None = None,
-               progress: bool = True, **options) -> tuple[dict, torch.nn.Module, list[dict]]:
-    """Train ``method`` on K shots (seed) and evaluate on the full test split -> (record, model, history)."""
+               progress: bool = True, select: dict | None = None,
+               **options) -> tuple[dict, torch.nn.Module, list[dict]]:
+    """Train ``method`` on K shots (seed) and evaluate on the full test split -> (record, model, history).
+
+    ``select`` ({option: [values]}, default ``methods.VAL_GRIDS[method]`` minus the options given)
+    trains one model per combination and keeps the best on the val split (the first on ties); the
+    record lists every candidate's val accuracy, and its ``train_seconds`` covers all of them.
+    """
+    from .methods import VAL_GRIDS
+
     cfg = (cfg or TrainConfig.paper(task.spec.name, shots, method)).replace(seed=seed)
     train, val = fewshot_features(task, shots, seed, cfg.views, progress)
-    torch.manual_seed(seed)
     ctx = MethodContext(task.clip, task.spec.classnames, list(task.spec.templates), task.text,
                         task.clip.logit_scale, train.to(task.clip.device), val.to(task.clip.device))
-    model = build_method(method, ctx, **options).to(task.clip.device)
+    grid = {k: list(v) for k, v in (VAL_GRIDS.get(method, {}) if select is None else select).items()
+            if k not in options}
+    candidates = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     start = time.perf_counter()
-    history = fit(model, ctx.train, cfg, val=ctx.val)
-    after_fit = getattr(model, "after_fit", None)      # e.g. Tip-Adapter-F re-searches alpha, beta on val
-    chosen = after_fit(ctx.val) if after_fit else None
+    best, scores = None, []
+    for candidate in candidates:
+        torch.manual_seed(seed)
+        model = build_method(method, ctx, **options, **candidate).to(task.clip.device)
+        history = fit(model, ctx.train, cfg, val=ctx.val)
+        after_fit = getattr(model, "after_fit", None)  # e.g. Tip-Adapter-F re-searches alpha, beta on val
+        chosen = after_fit(ctx.val) if after_fit else None
+        if len(candidates) > 1:
+            scores.append([candidate, round(evaluate(model, ctx.val)["top1"], 2)])
+            if best is not None and scores[-1][1] <= best[0]:
+                continue
+        best = (scores[-1][1] if scores else None, candidate, model, history, chosen)
+    _, candidate, model, history, chosen = best
     seconds = time.perf_counter() - start
     top1 = evaluate(model, task.test.to(task.clip.device))["top1"]
-    config = {"train": config_dict(cfg), "method": options, "spatial": task.clip.spatial_mode,
+    config = {"train": config_dict(cfg), "method": {**options, **candidate}, "spatial": task.clip.spatial_mode,
               "split_source": task.split_source, "val_per_class": min(shots, 4),
               "dropped_images": task.dropped_images}
+    if scores:
+        config["selected_on_val"] = {"grid": grid, "val_top1": scores, "chosen": candidate}
     if chosen:
         config["after_fit"] = chosen
     return make_record(method, task, shots, seed, top1, seconds, config), model, history

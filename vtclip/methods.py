@@ -63,6 +63,9 @@ def build_vtclip(ctx: MethodContext, heads: int = 8, layers: int = 1, ffn_ratio:
 
 #: name -> builder(ctx, **options)
 METHODS: dict[str, Callable[..., nn.Module]] = {"zeroshot": build_zeroshot, "vtclip": build_vtclip}
+#: name -> {option: values} that ``experiments.run_method`` chooses on the val split by default
+#: (one training run per combination; an option passed explicitly is not searched)
+VAL_GRIDS: dict[str, dict[str, tuple]] = {}
 #: name -> class with ``from_state`` (for checkpoints)
 METHOD_CLASSES: dict[str, type] = {"zeroshot": ZeroShot, "vtclip": VTCLIP}
 

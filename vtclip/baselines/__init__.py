@@ -8,8 +8,8 @@ Taught in: chapter 05 (baselines).
 """
 from __future__ import annotations
 
-from ..methods import METHOD_CLASSES, METHODS
-from .clip_adapter import ClipAdapter, build_clip_adapter
+from ..methods import METHOD_CLASSES, METHODS, VAL_GRIDS
+from .clip_adapter import ALPHA_GRID, ClipAdapter, build_clip_adapter
 from .coop import CoOp, build_coop
 from .linear_probe import LinearProbe, build_linear_probe
 from .tip_adapter import TipAdapter, TipAdapterF, build_tip_adapter, build_tip_adapter_f
@@ -26,5 +26,6 @@ BASELINES = {
 for _name, (_builder, _cls) in BASELINES.items():
     METHODS.setdefault(_name, _builder)
     METHOD_CLASSES.setdefault(_name, _cls)
+VAL_GRIDS.setdefault("clip-adapter", {"alpha": ALPHA_GRID})
 
 __all__ = ["BASELINES", "ClipAdapter", "CoOp", "LinearProbe", "TipAdapter", "TipAdapterF"]
