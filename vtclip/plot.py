@@ -102,21 +102,24 @@ def attention_maps(image, maps, classnames: Sequence[str], grid, scores=None, co
 
 
 def ablations(groups: dict, titles: dict | None = None, default: dict | None = None) -> plt.Figure:
-    """One panel per ablation group: top-1 (mean ± std over seeds) per dataset, and their average.
+    """One panel per ablation group: each dataset's top-1 change against the default head (mean over
+    seeds, ± std), and the change of the average over datasets.
 
-    ``groups``: {group: rows of ``vtclip.ablations.table``}; ``default``: {group: default value}, marked
-    by a grey band.
+    ``groups``: {group: rows of ``vtclip.ablations.table``}; ``default``: {group: default value} (marked by
+    a grey band; its row is the zero line).
     """
     fig, axes = plt.subplots(1, len(groups), figsize=(2.6 * len(groups), 2.9), squeeze=False)
     for ax, (group, rows) in zip(axes[0], groups.items()):
         x = np.arange(len(rows))
         datasets = sorted({d for r in rows for d in r["datasets"]})
+        base = next(r for r in rows if r["value"] == (default or {}).get(group, r["value"]))
         for d in datasets:
-            mean = [r["datasets"].get(d, (np.nan,))[0] for r in rows]                  # (values,)
+            mean = [r["datasets"].get(d, (np.nan,))[0] - base["datasets"][d][0] for r in rows]   # (values,)
             std = [r["datasets"].get(d, (0, 0))[1] for r in rows]
             ax.errorbar(x, mean, yerr=std, marker="o", ms=3, lw=1, capsize=2, label=d.removeprefix("pocket-"))
-        ax.plot(x, [np.nan if r["average"] is None else r["average"] for r in rows], "k-s", lw=2, ms=4,
-                label="average")
+        ax.plot(x, [np.nan if r["average"] is None else r["average"] - base["average"] for r in rows], "k-s",
+                lw=2, ms=4, label="average")
+        ax.axhline(0, color="0.5", lw=0.8)
         for i, r in enumerate(rows):
             if default and r["value"] == default.get(group):
                 ax.axvspan(i - 0.3, i + 0.3, color="0.9", zorder=0)
@@ -124,7 +127,7 @@ def ablations(groups: dict, titles: dict | None = None, default: dict | None = N
                           else str(r["value"]) for r in rows], fontsize=8)
         ax.set_title((titles or {}).get(group, group), fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("top-1 (%)")
+    axes[0, 0].set_ylabel("top-1 change vs default (points)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, fontsize=8)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
@@ -143,8 +146,8 @@ def explained(image, attention, classnames: Sequence[str], grid, before, after, 
     before, after = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
     shown = list(np.argsort(-after)[:top]) if shown is None else list(shown)
     n = len(shown)
-    fig, axes = plt.subplots(1, 2 + n, figsize=(1.6 * (2.4 + n), 2.2),
-                             gridspec_kw={"width_ratios": [1, 1.4] + [1] * n})
+    fig, axes = plt.subplots(1, 2 + n, figsize=(1.7 * (2.6 + n), 2.2), layout="constrained",
+                             gridspec_kw={"width_ratios": [1, 1.6] + [1] * n})
     axes[0].imshow(img)
     axes[0].set_title("image" + (f"\n({classnames[label]})" if label is not None else ""), fontsize=8)
     axes[0].axis("off")
@@ -164,5 +167,4 @@ def explained(image, attention, classnames: Sequence[str], grid, before, after, 
                   interpolation="bilinear")
         ax.set_title(f"{classnames[c]}\n{100 * before[c]:.0f}% → {100 * after[c]:.0f}%", fontsize=7)
         ax.axis("off")
-    fig.tight_layout()
     return fig
