@@ -78,3 +78,19 @@ def test_ablate_command_runs_the_group_and_resumes(tiny_hf_dir, tmp_path, capsys
         ["vtclip+default", "vtclip+no-residual"]
     assert main(argv) == 0
     assert "0 run(s) done, 0 failed, 2 already there" in capsys.readouterr().out
+
+
+def test_sweep_select_chooses_on_val_as_a_variant(tiny_hf_dir, tmp_path, capsys):
+    from vtclip.cli import main
+    from vtclip.sweep import load_records
+
+    argv = ["sweep", "--methods", "vtclip", "--backbone", str(tiny_hf_dir), "--datasets", "toy-colours",
+            "--shots", "2", "--seeds", "1", "--preset", "smoke", "--select", "heads=[1,2]",
+            "--out", str(tmp_path / "sel")]
+    assert main(argv) == 0
+    (record,) = load_records(tmp_path / "sel")
+    assert record["variant"] == "val-heads"
+    sel = record["config"]["selected_on_val"]
+    assert [c["heads"] for c, _ in sel["val_top1"]] == [1, 2] and record["config"]["method"] == sel["chosen"]
+    assert main(argv[:-4] + ["--select", "heads=2", "--out", str(tmp_path / "bad")]) == 2
+    assert "JSON list" in capsys.readouterr().err

@@ -26,8 +26,10 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
     """Run every missing (method, dataset, shots, seed[, variant]) and rewrite ``summary.csv``.
 
     ``variants`` (ablations, see ``vtclip.ablations``) maps a name to ``{"options": {...}, "spatial":
-    "raw"|"projected"}``: each method then runs once per variant with those method options and that
-    spatial map, and its records carry ``"variant": name`` (also in the file name, ``method+name__...``).
+    "raw"|"projected", "select": {option: [values]}}`` (all optional): each method then runs once per
+    variant with those method options, that spatial map and those options chosen on val
+    (``run_method(select=...)``), and its records carry ``"variant": name`` (also in the file name,
+    ``method+name__...``).
     """
     from .backbones import load_clip
 
@@ -53,7 +55,8 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
                                                     progress=False)
             task = tasks[dataset, spatial]
             cfg = TrainConfig.preset(preset, task.spec.name, k, method=method, progress=False)
-            record, _, _ = run_method(task, method, k, seed, cfg, progress=False, **options)
+            record, _, _ = run_method(task, method, k, seed, cfg, progress=False,
+                                      select=variants[variant].get("select"), **options)
             if variant:
                 record = {**record, "variant": variant}
             write_record(record, out)
@@ -100,7 +103,14 @@ def summarize(folder) -> list[dict]:
 
 def run_grid(command: str, methods, args, shots, variants=None) -> int:
     """Run a sweep from parsed CLI ``args`` and print its one-line account (``vtclip sweep|ablate``)."""
-    from .cli import _print_json
+    from .cli import _print_json, parse_options
+
+    select = parse_options(getattr(args, "select", None))
+    if select:      # --select layers=[1,2,3,4]: one variant, named after what it chooses on val
+        bad = [k for k, v in select.items() if not isinstance(v, list) or not v]
+        if bad:
+            raise ValueError(f"--select takes key=[v1,v2,...] (a JSON list); got {bad}")
+        variants = {"val-" + "-".join(select): {"select": select}}
 
     datasets = args.datasets
     if datasets == ["pocket"]:
@@ -130,5 +140,8 @@ def add_commands(sub) -> None:
     p = sub.add_parser("sweep", help="methods x datasets x shots x seeds, resumable, with summary.csv")
     p.add_argument("--methods", nargs="+", default=["zeroshot", "vtclip"])
     p.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4, 8, 16])
+    p.add_argument("--select", action="append", metavar="KEY=[V1,V2,...]",
+                   help="choose this option on the val split from these values (one run per value); "
+                        "records get the variant 'val-KEY'")
     add_grid_arguments(p, "results/pocket")
     p.set_defaults(func=lambda args: run_grid("sweep", args.methods, args, args.shots))
