@@ -93,13 +93,14 @@ def markdown(records, groups=None) -> str:
         cells = [f"{r['datasets'][d][0]:.1f} ± {r['datasets'][d][1]:.1f}" if d in r["datasets"] else "–"
                  for d in datasets]
         avg = f"{bold}{r['average']:.1f}{bold}" if r["average"] is not None else "–"
-        lines.append(f"| {LABELS[r['group']]} | {bold}{_value(r['value'])}{bold} | " + " | ".join(cells)
+        lines.append(f"| {LABELS[r['group']]} | {bold}{value_label(r['value'])}{bold} | " + " | ".join(cells)
                      + f" | {avg} |")
     return "\n".join(lines)
 
 
-def _value(value) -> str:
-    return {True: "on", False: "off"}.get(value, str(value)) if isinstance(value, bool) else str(value)
+def value_label(value) -> str:
+    """How a group's value reads in tables and figures: booleans as on/off."""
+    return {True: "on", False: "off"}[value] if isinstance(value, bool) else str(value)
 
 
 def add_commands(sub) -> None:

@@ -91,14 +91,18 @@ def attention_maps(image, maps, classnames: Sequence[str], grid, scores=None, co
     axes[0, 0].set_title("image", fontsize=8)
     for c in range(k):
         ax = axes.flat[cols + c]
-        heat = np.asarray(maps[c], dtype=float).reshape(grid)
-        ax.imshow(img)
-        ax.imshow(heat, cmap="magma", alpha=0.6, extent=(0, img.shape[1], img.shape[0], 0),
-                  interpolation="bilinear")
+        _overlay(ax, img, maps[c], grid)
         label = classnames[c] + (f"\n{100 * float(scores[c]):.0f}%" if scores is not None else "")
         ax.set_title(label, fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _overlay(ax, img: np.ndarray, weights, grid) -> None:
+    """Draw ``img`` with ``weights`` (H*W,) over it as a heat map stretched to the image."""
+    heat = np.asarray(weights, dtype=float).reshape(grid)                          # (H, W)
+    ax.imshow(img)
+    ax.imshow(heat, cmap="magma", alpha=0.6, extent=(0, img.shape[1], img.shape[0], 0), interpolation="bilinear")
 
 
 def ablations(groups: dict, titles: dict | None = None, default: dict | None = None) -> plt.Figure:
@@ -108,6 +112,8 @@ def ablations(groups: dict, titles: dict | None = None, default: dict | None = N
     ``groups``: {group: rows of ``vtclip.ablations.table``}; ``default``: {group: default value} (marked by
     a grey band; its row is the zero line).
     """
+    from .ablations import value_label
+
     fig, axes = plt.subplots(1, len(groups), figsize=(2.6 * len(groups), 2.9), squeeze=False)
     for ax, (group, rows) in zip(axes[0], groups.items()):
         x = np.arange(len(rows))
@@ -123,8 +129,7 @@ def ablations(groups: dict, titles: dict | None = None, default: dict | None = N
         for i, r in enumerate(rows):
             if default and r["value"] == default.get(group):
                 ax.axvspan(i - 0.3, i + 0.3, color="0.9", zorder=0)
-        ax.set_xticks(x, [{True: "on", False: "off"}.get(r["value"], r["value"]) if isinstance(r["value"], bool)
-                          else str(r["value"]) for r in rows], fontsize=8)
+        ax.set_xticks(x, [value_label(r["value"]) for r in rows], fontsize=8)
         ax.set_title((titles or {}).get(group, group), fontsize=9)
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("top-1 change vs default (points)")
@@ -161,10 +166,7 @@ def explained(image, attention, classnames: Sequence[str], grid, before, after, 
     axes[1].legend(fontsize=6, frameon=False, loc="lower right")
     axes[1].set_title("class probability", fontsize=8)
     for ax, c in zip(axes[2:], shown):
-        heat = np.asarray(attention[c], dtype=float).reshape(grid)                  # (H, W)
-        ax.imshow(img)
-        ax.imshow(heat, cmap="magma", alpha=0.6, extent=(0, img.shape[1], img.shape[0], 0),
-                  interpolation="bilinear")
+        _overlay(ax, img, attention[c], grid)
         ax.set_title(f"{classnames[c]}\n{100 * before[c]:.0f}% → {100 * after[c]:.0f}%", fontsize=7)
         ax.axis("off")
     return fig
