@@ -94,3 +94,19 @@ def test_sweep_select_chooses_on_val_as_a_variant(tiny_hf_dir, tmp_path, capsys)
     assert [c["heads"] for c, _ in sel["val_top1"]] == [1, 2] and record["config"]["method"] == sel["chosen"]
     assert main(argv[:-4] + ["--select", "heads=2", "--out", str(tmp_path / "bad")]) == 2
     assert "JSON list" in capsys.readouterr().err
+
+
+def test_sweep_on_an_image_folder_resumes(tiny_hf_dir, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    for c, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
+        (tmp_path / "colours" / f"class{c}").mkdir(parents=True)
+        for i in range(10):
+            image = Image.fromarray(np.full((32, 32, 3), colour, np.uint8))
+            image.save(tmp_path / "colours" / f"class{c}" / f"{i}.png")
+    kw = dict(backbone=str(tiny_hf_dir), datasets=[str(tmp_path / "colours")], shots=[1], seeds=[1],
+              out=tmp_path / "run", preset="smoke", progress=False)
+    assert run_sweep(["zeroshot"], **kw)["ran"] == 1
+    again = run_sweep(["zeroshot"], **kw)          # records carry the folder dataset's name, not the path
+    assert (again["ran"], again["failed"]) == (0, 0)

@@ -160,12 +160,23 @@ def backbone_label(backbone: str) -> str:
     return Path(backbone).name if Path(backbone).is_dir() else backbone
 
 
-def check_record_free(out, method: str, backbone: str, dataset: str, shots: int, seed: int) -> None:
-    """Raise before any work if the record this run would write already exists."""
+def dataset_label(dataset: str) -> str:
+    """The ``dataset`` a record of a run on ``dataset`` will carry: an image folder's dataset name for
+    a folder path, else the name itself (registered datasets are keyed by their name)."""
     from .datasets import get_dataset
 
-    name = record_name({"method": method, "backbone": backbone_label(backbone),
-                        "dataset": get_dataset(dataset).name, "shots": shots, "seed": seed})
+    return get_dataset(dataset).name if Path(dataset).expanduser().is_dir() else dataset
+
+
+def run_record_name(method: str, backbone: str, dataset: str, shots: int, seed: int, variant=None) -> str:
+    """The file name of the record this run would write (``backbone``/``dataset`` as given on the CLI)."""
+    return record_name({"method": method, "variant": variant, "backbone": backbone_label(backbone),
+                        "dataset": dataset_label(dataset), "shots": shots, "seed": seed})
+
+
+def check_record_free(out, method: str, backbone: str, dataset: str, shots: int, seed: int) -> None:
+    """Raise before any work if the record this run would write already exists."""
+    name = run_record_name(method, backbone, dataset, shots, seed)
     if (Path(out) / name).exists():
         raise FileExistsError(f"{Path(out) / name} already exists (a finished run); not overwriting "
                               "it. Use another --out directory or delete that file.")

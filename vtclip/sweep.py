@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .experiments import backbone_label, load_task, record_name, run_method, write_record
+from .experiments import load_task, run_method, run_record_name, write_record
 from .train import TrainConfig
 
 
@@ -43,8 +43,7 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
         options = variants[variant].get("options", {})
         label = method + (f"+{variant}" if variant else "")
         bar.set_postfix_str(f"{label} {dataset} {k}-shot seed {seed}")
-        name = record_name({"method": method, "variant": variant, "backbone": backbone_label(backbone),
-                            "dataset": dataset, "shots": k, "seed": seed})
+        name = run_record_name(method, backbone, dataset, k, seed, variant)
         if (out / name).exists():
             continue
         try:
