@@ -11,8 +11,8 @@ import torch.nn.functional as F
 import vtclip as vt
 from vtclip.backbones import POCKET_DIR
 from vtclip.pocket import render
-from vtclip.pocket.pretrain import (PocketConfig, build_model, contrastive_loss, make_batch, pretrain,
-                                    to_pixels)
+from vtclip.pocket.pretrain import (PocketConfig, _optimizer, build_model, contrastive_loss, make_batch,
+                                    pretrain, to_pixels, train_step)
 from vtclip.pocket.suite import zeroshot_suite
 from vtclip.pocket.tokenizer import build_tokenizer
 
@@ -118,6 +118,25 @@ def test_pretraining_is_deterministic_and_resumes_exactly(tmp_path):
 
     wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.slow
+def test_shipped_recipe_reproduces_the_shipped_runs_first_logged_loss():
+    """The code still trains the shipped model: same config, same first 25 steps (to 1e-4).
+
+    Catches any drift in the renderer, captions, tokenizer, initialisation, loss or optimiser that
+    would make `vtclip pocket pretrain` train something other than what ships.
+    """
+    record = json.loads((POCKET_DIR / "training.json").read_text())
+    cfg = PocketConfig(**record["config"])
+    assert cfg == PocketConfig.shipped()
+    first = record["history"][0]                            # mean loss of steps 1..first["step"]
+    # (any thread count: these steps give the same loss to 1e-6 with 1 or 2 threads)
+    tok = build_tokenizer(cfg.num_merges, cfg.context_length)
+    model = build_model(cfg).train()
+    opt, sched = _optimizer(model, cfg)
+    losses = [train_step(model, make_batch(cfg, step, tok), opt, sched, cfg) for step in range(first["step"])]
+    assert abs(np.mean(losses) - first["loss"]) <= 2e-4, (np.mean(losses), first)
 
 
 def test_cli_eval_prints_json_last(capsys):

@@ -159,6 +159,7 @@ def _command_groups():
 
     for module, fn in [("vtclip.datasets.cli", "add_commands"), ("vtclip.pocket.cli", "add_commands"),
                        ("vtclip.sweep", "add_commands"), ("vtclip.ablations", "add_commands"),
+                       ("vtclip.curves", "add_commands"),
                        ("vtclip.bench", "add_commands")]:
         try:
             mod = importlib.import_module(module)

@@ -46,15 +46,20 @@ class Task:
 
 
 def load_task(backbone, dataset: str, spatial: str = "raw", data_root=None, progress: bool = True,
-              skip_bad_images: bool = False) -> Task:
-    """Load a backbone (name or FrozenCLIP) and a dataset; extract (or reuse) test features."""
+              skip_bad_images: bool = False, test: bool = True) -> Task:
+    """Load a backbone (name or FrozenCLIP) and a dataset; extract (or reuse) test features.
+
+    ``test=False`` leaves the test split alone (``task.test`` is None): for work that must not
+    look at it, such as the dev-split curves of ``vtclip.curves``.
+    """
     clip = load_clip(backbone, spatial=spatial) if isinstance(backbone, str) else backbone
     spec = get_dataset(dataset)
     task = Task(clip, spec, skip_bad_images, None, None, data_root, "builtin", [])
-    test = task.split("test")
-    task.split_source = getattr(test, "split_source", "builtin")
+    split = task.split("test" if test else "train")
+    task.split_source = getattr(split, "split_source", "builtin")
     task.text = text_classifier(clip, spec.classnames, spec.templates).to(clip.device)
-    task.test = features.extract(clip, test, dataset_name=spec.name, split="test", progress=progress)
+    if test:
+        task.test = features.extract(clip, split, dataset_name=spec.name, split="test", progress=progress)
     return task
 
 
@@ -182,11 +187,12 @@ def check_record_free(out, method: str, backbone: str, dataset: str, shots: int,
                               "it. Use another --out directory or delete that file.")
 
 
-def write_record(record: dict, out: str | Path) -> Path:
-    """Write ``record`` into ``out`` atomically; never overwrite an existing record."""
+def write_record(record: dict, out: str | Path, name: str | None = None) -> Path:
+    """Write ``record`` into ``out`` (as ``name``, default ``record_name(record)``) atomically; never
+    overwrite an existing record."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / record_name(record)
+    path = out / (name or record_name(record))
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(record, indent=1))
     try:

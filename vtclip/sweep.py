@@ -73,8 +73,10 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
 
 def load_records(folder) -> list[dict]:
     """Every result record directly in ``folder``: the files named ``method__backbone__dataset__Kshot__seedS.json``
-    (``experiments.record_name``); other JSON files there (e.g. ``vtclip pocket eval`` output) are not records."""
-    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*__*__*__*shot__seed*.json"))]
+    (``experiments.record_name``); other JSON files there (e.g. ``vtclip pocket eval`` output, or the
+    ``*.curves.json`` of ``vtclip curves``, which have no test accuracy) are not records."""
+    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*__*__*__*shot__seed*.json"))
+            if not p.name.endswith(".curves.json")]
 
 
 def summarize(folder) -> list[dict]:

@@ -116,11 +116,12 @@ def _autocast(device: torch.device, cfg: TrainConfig):
 
 
 def fit(model: torch.nn.Module, train: FeatureSet, cfg: TrainConfig,
-        val: FeatureSet | None = None) -> list[dict]:
+        val: FeatureSet | None = None, monitor: dict[str, FeatureSet] | None = None) -> list[dict]:
     """Train ``model`` with cross-entropy on ``train``; returns one dict per epoch (loss, accuracies).
 
     Each epoch every image contributes one randomly chosen cached view. ``val`` (if given) is
-    evaluated after each epoch for the curves; nothing is selected on it here.
+    evaluated after each epoch for the curves (``val_acc``), and so is every set of ``monitor``
+    (``{name}_acc``, e.g. ``dev_acc``); nothing is selected on any of them here.
     """
     params = trainable(model)
     if not params:
@@ -156,6 +157,8 @@ def fit(model: torch.nn.Module, train: FeatureSet, cfg: TrainConfig,
                "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - start}
         if val is not None:
             row["val_acc"] = evaluate(model, val)["top1"]
+        for name, feats in (monitor or {}).items():
+            row[f"{name}_acc"] = evaluate(model, feats)["top1"]
         history.append(row)
     model.eval()
     return history

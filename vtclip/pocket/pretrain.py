@@ -288,10 +288,28 @@ def pretrain(cfg: PocketConfig, out: str | Path, resume: bool = False, progress:
     record = {"config": dataclasses.asdict(cfg), "wall_seconds": round(time.perf_counter() - t0, 1),
               "final_loss": history[-1]["loss"] if history else None, "history": history,
               "parameters": sum(p.numel() for p in model.parameters()),
-              "torch": torch.__version__, "threads": cfg.threads}
+              "torch": torch.__version__, "threads": cfg.threads, "machine": machine_info()}
     save_pocket(model.eval(), tokenizer, cfg, out, record)
     ckpt.unlink(missing_ok=True)
     return record
+
+
+def machine_info() -> dict:
+    """What float results depend on besides the seed: CPU model, the kernels torch picks for it.
+
+    A run repeats bit for bit on the same kind of machine; on another CPU (another SIMD kernel or
+    BLAS path) the loss drifts in the 4th decimal within ~150 steps and the runs then diverge.
+    """
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    info = Path("/proc/cpuinfo")                                   # Linux; elsewhere platform's name
+    if info.is_file():
+        names = [ln.split(":", 1)[1].strip() for ln in info.read_text().splitlines()
+                 if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "mkl": torch.backends.mkl.is_available(), "mkldnn": torch.backends.mkldnn.is_available()}
 
 
 def save_pocket(model, tokenizer, cfg: PocketConfig, out: str | Path, record: dict) -> Path:

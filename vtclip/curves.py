@@ -1,0 +1,187 @@
+"""Learning curves on a *dev* split: how a method's accuracy moves during training, without the test set.
+
+The few-shot protocol trains on K images per class and scores the last epoch on the test split; it
+never shows *when* a method gets better or worse. A dataset's train split has more images than the
+K drawn, though, and those are labelled images no run trains on: the **dev split** (here, every
+train image outside the seed's K-shot draw, one un-augmented view). ``vtclip curves`` trains a
+method exactly as ``vtclip train`` does and scores it after every epoch on the K-shot draw itself,
+on the protocol's small val draw (min(K, 4) per class) and on the dev split -- and never loads the
+test split. That makes it a tool for diagnosing a method (does it overfit? would a setting help?)
+that cannot leak test accuracy into the decision.
+
+Records are ``method[+variant]__backbone__dataset__Kshot__seedS.curves.json`` (never overwritten;
+``vtclip sweep``'s summaries ignore them).
+Taught in: chapter 07 (ablations and attention).
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import features
+from .experiments import (Task, backbone_label, dataset_label, device_name, fewshot_features, load_task,
+                          record_name, write_record, _version)
+from .methods import MethodContext, ZeroShot, build_method
+from .train import TrainConfig, config_dict, evaluate, fit
+
+
+def dev_indices(labels, shots: int, seed: int, num_classes: int | None = None) -> np.ndarray:
+    """Sorted train-split indices outside the ``shots``-shot draw of ``seed`` (``datasets.few_shot``)."""
+    from .datasets import few_shot
+
+    drawn = few_shot(labels, shots, seed, num_classes)
+    rest = np.setdiff1d(np.arange(len(labels)), drawn)
+    if rest.size == 0:
+        raise ValueError(f"a {shots}-shot draw uses every train image; no dev images are left "
+                         "(use fewer shots)")
+    return rest
+
+
+def dev_features(task: Task, shots: int, seed: int, progress: bool = True) -> features.FeatureSet:
+    """Features (one view, the backbone's own preprocessing) of the dev split of ``task``."""
+    train = task.split("train")
+    idx = dev_indices(train.labels, shots, seed, task.spec.num_classes)
+    return features.extract(task.clip, train, dataset_name=task.spec.name, split="train", indices=idx,
+                            progress=progress)
+
+
+def curves_name(method: str, backbone: str, dataset: str, shots: int, seed: int, variant=None) -> str:
+    """``method[+variant]__backbone__dataset__Kshot__seedS.curves.json``."""
+    name = record_name({"method": method, "variant": variant, "backbone": backbone_label(backbone),
+                        "dataset": dataset_label(dataset), "shots": shots, "seed": seed})
+    return name.removesuffix(".json") + ".curves.json"
+
+
+def run_curves(task: Task, method: str, shots: int, seed: int, cfg: TrainConfig | None = None,
+               variant: str | None = None, progress: bool = True, **options) -> dict:
+    """Train ``method`` as ``run_method`` does and record per-epoch train / val / dev accuracy.
+
+    Returns a record with the zero-shot accuracy on val and dev for reference and ``history``
+    (one row per epoch: ``loss``, ``train_acc``, ``val_acc``, ``dev_acc``). No test accuracy.
+    """
+    import datetime as dt
+
+    cfg = (cfg or TrainConfig.paper(task.spec.name, shots, method)).replace(seed=seed)
+    train, val = fewshot_features(task, shots, seed, cfg.views, progress)
+    dev = dev_features(task, shots, seed, progress)
+    device = task.clip.device
+    train, val, dev = train.to(device), val.to(device), dev.to(device)
+    ctx = MethodContext(task.clip, task.spec.classnames, list(task.spec.templates), task.text,
+                        task.clip.logit_scale, train, val)
+    zeroshot = ZeroShot(task.text, task.clip.logit_scale)
+    torch.manual_seed(seed)
+    model = build_method(method, ctx, **options).to(device)
+    start = time.perf_counter()
+    history = fit(model, train, cfg, val=val, monitor={"dev": dev})
+    seconds = time.perf_counter() - start
+    return {"kind": "curves", "method": method, "variant": variant, "backbone": task.clip.name,
+            "dataset": task.spec.name, "shots": shots, "seed": seed, "n_train": len(train),
+            "n_val": len(val), "n_dev": len(dev), "num_classes": task.spec.num_classes,
+            "zeroshot": {"val_acc": round(evaluate(zeroshot, val)["top1"], 4),
+                         "dev_acc": round(evaluate(zeroshot, dev)["top1"], 4)},
+            "history": [{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+                        for row in history],
+            "train_seconds": round(seconds, 2), "device": device_name(device),
+            "config": {"train": config_dict(cfg), "method": options, "spatial": task.clip.spatial_mode},
+            "vtclip_version": _version(),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def run_curves_grid(method: str, backbone: str, datasets, shots: int, seeds, out, preset: str = "paper",
+                    variant: str | None = None, data_root=None, progress: bool = True, **options) -> dict:
+    """``run_curves`` for every (dataset, seed) whose record is not in ``out`` yet; returns counts."""
+    out = Path(out)
+    clip, done, skipped = None, 0, 0
+    for dataset in datasets:
+        task = None
+        for seed in seeds:
+            name = curves_name(method, backbone, dataset, shots, seed, variant)
+            if (out / name).exists():
+                skipped += 1
+                continue
+            if task is None:
+                from .backbones import load_clip
+
+                clip = clip or load_clip(backbone)
+                task = load_task(clip, dataset, data_root=data_root, progress=progress, test=False)
+            cfg = TrainConfig.preset(preset, task.spec.name, shots, method=method, progress=progress)
+            record = run_curves(task, method, shots, seed, cfg, variant, progress=progress, **options)
+            write_record(record, out, name)
+            done += 1
+    return {"out": str(out), "ran": done, "already_there": skipped}
+
+
+def load_curves(folder) -> list[dict]:
+    """Every ``*.curves.json`` record directly in ``folder``."""
+    import json
+
+    paths = sorted(Path(folder).glob("*.curves.json"))
+    if not paths:
+        raise FileNotFoundError(f"no *.curves.json records in {folder} (write them with `vtclip curves "
+                                f"--out {folder}`)")
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def summary(records) -> list[dict]:
+    """Per (variant, dataset): zero-shot dev, dev at the last epoch, the best epoch of the mean dev
+    curve, and dev at the epoch the val draw would pick (first best val accuracy), each a mean over
+    seeds (std over seeds for the last epoch).
+
+    "Best epoch" looks at dev accuracy, so it is an oracle -- an upper bound on what any stopping
+    rule could reach, not something a run can use.
+    """
+    groups = defaultdict(list)
+    for r in records:
+        groups[r.get("variant") or "default", r["dataset"]].append(r)
+    rows = []
+    for (variant, dataset), rs in sorted(groups.items()):
+        dev = np.array([[h["dev_acc"] for h in r["history"]] for r in rs])          # (seeds, epochs)
+        val = np.array([[h["val_acc"] for h in r["history"]] for r in rs])
+        train = np.array([[h["train_acc"] for h in r["history"]] for r in rs])
+        picked = [dev[i, int(np.argmax(val[i]))] for i in range(len(rs))]            # first best val
+        mean = dev.mean(0)
+        rows.append({"variant": variant, "dataset": dataset, "seeds": len(rs), "epochs": dev.shape[1],
+                     "zeroshot_dev": float(np.mean([r["zeroshot"]["dev_acc"] for r in rs])),
+                     "last_dev": float(mean[-1]), "last_dev_std": float(dev[:, -1].std()),
+                     "best_dev": float(mean.max()), "best_epoch": int(mean.argmax()) + 1,
+                     "val_picked_dev": float(np.mean(picked)), "last_train": float(train[:, -1].mean())})
+    return rows
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("curves", help="per-epoch accuracy on a dev split (train images outside the "
+                                      "K-shot draw); never touches the test split")
+    p.add_argument("--method", default="vtclip")
+    p.add_argument("--backbone", default="pocket")
+    p.add_argument("--datasets", nargs="+", default=["pocket"], help="names; 'pocket' = the Pocket suite")
+    p.add_argument("--shots", type=int, default=16)
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--preset", default="paper", choices=["paper", "fast", "smoke"])
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="a method option, repeatable (e.g. dropout=0.5, layers=4)")
+    p.add_argument("--variant", default=None,
+                   help="name the records carry (default: 'default' with no options, else from the options)")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--out", required=True, help="records folder (e.g. results/pocket-curves)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_curves)
+
+
+def cmd_curves(args) -> int:
+    from .cli import _print_json, parse_options
+    from .experiments import pocket_suite
+
+    options = parse_options(args.option)
+    variant = args.variant or (("-".join(f"{k}{v}" for k, v in options.items()) or "default")
+                               + ("" if args.preset == "paper" else f"-{args.preset}"))
+    datasets = pocket_suite() if args.datasets == ["pocket"] else args.datasets
+    result = run_curves_grid(args.method, args.backbone, datasets, args.shots, args.seeds, args.out,
+                             args.preset, variant, args.data_root, progress=not args.json, **options)
+    print(f"curves: {result['ran']} run(s) done, {result['already_there']} already there, in {args.out}")
+    if args.json:
+        _print_json({**result, "variant": variant})
+    return 0
