@@ -96,6 +96,22 @@ def test_sweep_select_chooses_on_val_as_a_variant(tiny_hf_dir, tmp_path, capsys)
     assert "JSON list" in capsys.readouterr().err
 
 
+def test_sweep_option_and_train_make_a_named_variant(tiny_hf_dir, tmp_path, capsys):
+    from vtclip.cli import main
+    from vtclip.sweep import load_records
+
+    argv = ["sweep", "--methods", "vtclip", "--backbone", str(tiny_hf_dir), "--datasets", "toy-colours",
+            "--shots", "2", "--seeds", "1", "--preset", "smoke", "--option", "dropout=0.5",
+            "--train", "epoch_on_val=true", "--out", str(tmp_path / "v")]
+    assert main(argv) == 0
+    (record,) = load_records(tmp_path / "v")
+    assert record["variant"] == "dropout0.5-epoch_on_val"
+    assert record["config"]["method"] == {"dropout": 0.5} and record["config"]["train"]["epoch_on_val"] is True
+    assert 1 <= record["config"]["epoch_chosen_on_val"] <= record["config"]["train"]["epochs"]
+    assert main(argv[:-4] + ["--train", "epochs_on_val=true", "--out", str(tmp_path / "bad")]) == 2
+    assert "unknown TrainConfig field" in capsys.readouterr().err
+
+
 def test_sweep_on_an_image_folder_resumes(tiny_hf_dir, tmp_path):
     import numpy as np
     from PIL import Image

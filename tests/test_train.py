@@ -53,6 +53,30 @@ def test_fit_is_deterministic_under_a_seed():
     assert runs[0] == runs[1]
 
 
+def test_epoch_on_val_keeps_the_first_best_val_epoch():
+    every, text = local_pattern_task(n_per_class=30)
+    i = torch.arange(len(every.labels))
+    tr, va = i[i % 30 < 24], i[i % 30 >= 24]                        # 24 train, 6 val images per class
+    feats = FeatureSet(every.pooled[:, tr], every.spatial[:, tr], every.labels[tr], every.grid)
+    val = FeatureSet(every.pooled[:1, va], every.spatial[:1, va], every.labels[va], every.grid)
+    cfg = TrainConfig.smoke(epochs=8, lr=3e-3, batch_size=16)      # val peaks at epoch 3, then ties
+    torch.manual_seed(0)
+    last = VTCLIP(text, 50.0, d_visual=24, heads=4)
+    history = fit(last, feats, cfg, val=val)
+    accs = [h["val_acc"] for h in history]
+    torch.manual_seed(0)
+    kept = VTCLIP(text, 50.0, d_visual=24, heads=4)
+    history2 = fit(kept, feats, cfg.replace(epoch_on_val=True), val=val)
+    assert [h["val_acc"] for h in history2] == accs                 # same run, only the ending differs
+    chosen = [h["epoch"] for h in history2 if h.get("kept")]
+    assert chosen == [accs.index(max(accs)) + 1]
+    assert evaluate(kept, val)["top1"] == pytest.approx(max(accs))
+    assert chosen[0] < len(accs)                                    # an earlier epoch: other weights
+    assert not torch.equal(kept(feats.pooled[0], feats.spatial[0]), last(feats.pooled[0], feats.spatial[0]))
+    with pytest.raises(ValueError, match="no val set"):
+        fit(VTCLIP(text, 50.0, d_visual=24, heads=4), feats, cfg.replace(epoch_on_val=True))
+
+
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
     feats, text = local_pattern_task()
     model = VTCLIP(text, 50.0, d_visual=24, heads=4, layers=2)

@@ -117,6 +117,8 @@ def run_method(task: Task, method: str, shots: int, seed: int, cfg: TrainConfig 
         config["selected_on_val"] = {"grid": grid, "val_top1": scores, "chosen": candidate}
     if chosen:
         config["after_fit"] = chosen
+    if cfg.epoch_on_val:
+        config["epoch_chosen_on_val"] = next((h["epoch"] for h in history if h.get("kept")), None)
     return make_record(method, task, shots, seed, top1, seconds, config), model, history
 
 

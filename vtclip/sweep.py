@@ -26,10 +26,10 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
     """Run every missing (method, dataset, shots, seed[, variant]) and rewrite ``summary.csv``.
 
     ``variants`` (ablations, see ``vtclip.ablations``) maps a name to ``{"options": {...}, "spatial":
-    "raw"|"projected", "select": {option: [values]}}`` (all optional): each method then runs once per
-    variant with those method options, that spatial map and those options chosen on val
-    (``run_method(select=...)``), and its records carry ``"variant": name`` (also in the file name,
-    ``method+name__...``).
+    "raw"|"projected", "select": {option: [values]}, "train": {TrainConfig field: value}}`` (all
+    optional): each method then runs once per variant with those method options, that spatial map,
+    those options chosen on val (``run_method(select=...)``) and the preset changed by ``train``, and
+    its records carry ``"variant": name`` (also in the file name, ``method+name__...``).
     """
     from .backbones import load_clip
 
@@ -54,6 +54,7 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
                                                     progress=False)
             task = tasks[dataset, spatial]
             cfg = TrainConfig.preset(preset, task.spec.name, k, method=method, progress=False)
+            cfg = cfg.replace(**variants[variant].get("train", {}))
             record, _, _ = run_method(task, method, k, seed, cfg, progress=False,
                                       select=variants[variant].get("select"), **options)
             if variant:
@@ -107,11 +108,20 @@ def run_grid(command: str, methods, args, shots, variants=None) -> int:
     from .cli import _print_json, parse_options
 
     select = parse_options(getattr(args, "select", None))
-    if select:      # --select layers=[1,2,3,4]: one variant, named after what it chooses on val
-        bad = [k for k, v in select.items() if not isinstance(v, list) or not v]
-        if bad:
-            raise ValueError(f"--select takes key=[v1,v2,...] (a JSON list); got {bad}")
-        variants = {"val-" + "-".join(select): {"select": select}}
+    options = parse_options(getattr(args, "option", None))
+    train = parse_options(getattr(args, "train", None))
+    bad = [k for k, v in select.items() if not isinstance(v, list) or not v]
+    if bad:
+        raise ValueError(f"--select takes key=[v1,v2,...] (a JSON list); got {bad}")
+    fields = set(TrainConfig.__dataclass_fields__)
+    unknown = [k for k in train if k not in fields]
+    if unknown:
+        raise ValueError(f"--train: unknown TrainConfig field(s) {unknown}; known: {', '.join(sorted(fields))}")
+    if select or options or train:   # one variant, named after what it changes (or --variant)
+        parts = ([f"{k}{v}" for k, v in options.items()] + ["val-" + k for k in select]
+                 + [k if v is True else f"{k}{v}" for k, v in train.items()])
+        name = getattr(args, "variant", None) or "-".join(parts)
+        variants = {name: {"options": options, "select": select or None, "train": train}}
 
     datasets = args.datasets
     if datasets == ["pocket"]:
@@ -144,5 +154,11 @@ def add_commands(sub) -> None:
     p.add_argument("--select", action="append", metavar="KEY=[V1,V2,...]",
                    help="choose this option on the val split from these values (one run per value); "
                         "records get the variant 'val-KEY'")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="a method option for every run (e.g. dropout=0.5); records get a variant name")
+    p.add_argument("--train", action="append", metavar="FIELD=VALUE",
+                   help="change a TrainConfig field of the preset (e.g. epoch_on_val=true); records get "
+                        "a variant name")
+    p.add_argument("--variant", default=None, help="name for the variant --option/--select/--train make")
     add_grid_arguments(p, "results/pocket")
     p.set_defaults(func=lambda args: run_grid("sweep", args.methods, args, args.shots))

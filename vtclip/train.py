@@ -48,6 +48,7 @@ class TrainConfig:
     warmup_lr: float = 1e-5       # constant learning rate during warm-up (CoOp)
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     views: int = 10               # augmented views per training image (cached features)
+    epoch_on_val: bool = False    # keep the epoch with the best val accuracy (first on ties), not the last
     seed: int = 1                 # seeds view sampling, batch order, init and dropout
     amp: bool = True              # bf16 autocast on CUDA (ignored on CPU)
     progress: bool = True         # show a progress bar over epochs
@@ -121,11 +122,16 @@ def fit(model: torch.nn.Module, train: FeatureSet, cfg: TrainConfig,
 
     Each epoch every image contributes one randomly chosen cached view. ``val`` (if given) is
     evaluated after each epoch for the curves (``val_acc``), and so is every set of ``monitor``
-    (``{name}_acc``, e.g. ``dev_acc``); nothing is selected on any of them here.
+    (``{name}_acc``, e.g. ``dev_acc``). Nothing is selected on them unless ``cfg.epoch_on_val``:
+    then the model ends with the weights of the epoch with the best val accuracy (the first on
+    ties), and that epoch's row has ``"kept": True``. The protocol's default is the last epoch.
     """
     params = trainable(model)
     if not params:
         return []
+    if cfg.epoch_on_val and val is None:
+        raise ValueError("epoch_on_val=True chooses the epoch on the val split, but no val set was given")
+    best = (-1.0, None, None)                        # (val accuracy, epoch index, weights)
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)                      # dropout
@@ -159,7 +165,12 @@ def fit(model: torch.nn.Module, train: FeatureSet, cfg: TrainConfig,
             row["val_acc"] = evaluate(model, val)["top1"]
         for name, feats in (monitor or {}).items():
             row[f"{name}_acc"] = evaluate(model, feats)["top1"]
+        if cfg.epoch_on_val and row["val_acc"] > best[0]:
+            best = (row["val_acc"], epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
         history.append(row)
+    if cfg.epoch_on_val:
+        model.load_state_dict(best[2])
+        history[best[1]]["kept"] = True
     model.eval()
     return history
 
