@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from . import features
+from .backbones import load_clip
 from .experiments import (Task, backbone_label, dataset_label, device_name, fewshot_features, load_task,
                           record_name, write_record, _version)
 from .methods import MethodContext, ZeroShot, build_method
@@ -104,8 +105,6 @@ def run_curves_grid(method: str, backbone: str, datasets, shots: int, seeds, out
                 skipped += 1
                 continue
             if task is None:
-                from .backbones import load_clip
-
                 clip = clip or load_clip(backbone)
                 task = load_task(clip, dataset, data_root=data_root, progress=progress, test=False)
             cfg = TrainConfig.preset(preset, task.spec.name, shots, method=method, progress=progress)
