@@ -58,7 +58,7 @@ def test_curves_record_every_epoch_and_never_read_the_test_split(tiny_hf_dir, tm
 def test_fit_monitor_scores_the_given_set_each_epoch(tiny_hf_dir):
     from vtclip.curves import dev_features
     from vtclip.experiments import fewshot_features, load_task
-    from vtclip.methods import MethodContext, build_method
+    from vtclip.methods import build_method
     from vtclip.train import TrainConfig, evaluate, fit
 
     task = load_task(str(tiny_hf_dir), "toy-colours", progress=False, test=False)
@@ -66,8 +66,7 @@ def test_fit_monitor_scores_the_given_set_each_epoch(tiny_hf_dir):
     cfg = TrainConfig.smoke(epochs=2)
     train, val = fewshot_features(task, 2, 1, cfg.views, progress=False)
     dev = dev_features(task, 2, 1, progress=False)
-    ctx = MethodContext(task.clip, task.spec.classnames, list(task.spec.templates), task.text,
-                        task.clip.logit_scale, train, val)
+    ctx = task.context(train, val)
     torch.manual_seed(0)
     model = build_method("vtclip", ctx, heads=2)
     history = fit(model, train, cfg, monitor={"dev": dev})

@@ -26,7 +26,7 @@ from . import features
 from .backbones import load_clip
 from .experiments import (Task, backbone_label, dataset_label, device_name, fewshot_features, load_task,
                           record_name, write_record, _version)
-from .methods import MethodContext, ZeroShot, build_method
+from .methods import ZeroShot, build_method
 from .train import TrainConfig, config_dict, evaluate, fit
 
 
@@ -71,8 +71,7 @@ def run_curves(task: Task, method: str, shots: int, seed: int, cfg: TrainConfig 
     dev = dev_features(task, shots, seed, progress)
     device = task.clip.device
     train, val, dev = train.to(device), val.to(device), dev.to(device)
-    ctx = MethodContext(task.clip, task.spec.classnames, list(task.spec.templates), task.text,
-                        task.clip.logit_scale, train, val)
+    ctx = task.context(train, val)
     zeroshot = ZeroShot(task.text, task.clip.logit_scale)
     torch.manual_seed(seed)
     model = build_method(method, ctx, **options).to(device)
@@ -173,10 +172,10 @@ def add_commands(sub) -> None:
 def cmd_curves(args) -> int:
     from .cli import _print_json, parse_options
     from .experiments import pocket_suite
+    from .sweep import variant_label
 
     options = parse_options(args.option)
-    variant = args.variant or (("-".join(f"{k}{v}" for k, v in options.items()) or "default")
-                               + ("" if args.preset == "paper" else f"-{args.preset}"))
+    variant = args.variant or (variant_label(options) + ("" if args.preset == "paper" else f"-{args.preset}"))
     datasets = pocket_suite() if args.datasets == ["pocket"] else args.datasets
     result = run_curves_grid(args.method, args.backbone, datasets, args.shots, args.seeds, args.out,
                              args.preset, variant, args.data_root, progress=not args.json, **options)

@@ -36,6 +36,12 @@ class Task:
     split_source: str
     dropped_images: list        # "split:path" of unreadable images left out (skip_bad_images only)
 
+    def context(self, train, val) -> MethodContext:
+        """What a method is built from: this task's backbone, class names, prompts and texts, and
+        the given train / val features."""
+        return MethodContext(self.clip, self.spec.classnames, list(self.spec.templates), self.text,
+                             self.clip.logit_scale, train, val)
+
     def split(self, name: str):
         """A split of this task's dataset, honouring ``skip_bad_images``."""
         ds = self.spec.split(name, self.data_root, skip_bad_images=self.skip_bad_images)
@@ -89,8 +95,7 @@ def run_method(task: Task, method: str, shots: int, seed: int, cfg: TrainConfig 
 
     cfg = (cfg or TrainConfig.paper(task.spec.name, shots, method)).replace(seed=seed)
     train, val = fewshot_features(task, shots, seed, cfg.views, progress)
-    ctx = MethodContext(task.clip, task.spec.classnames, list(task.spec.templates), task.text,
-                        task.clip.logit_scale, train.to(task.clip.device), val.to(task.clip.device))
+    ctx = task.context(train.to(task.clip.device), val.to(task.clip.device))
     grid = {k: list(v) for k, v in (VAL_GRIDS.get(method, {}) if select is None else select).items()
             if k not in options}
     candidates = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]

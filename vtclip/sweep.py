@@ -118,9 +118,7 @@ def run_grid(command: str, methods, args, shots, variants=None) -> int:
     if unknown:
         raise ValueError(f"--train: unknown TrainConfig field(s) {unknown}; known: {', '.join(sorted(fields))}")
     if select or options or train:   # one variant, named after what it changes (or --variant)
-        parts = ([f"{k}{v}" for k, v in options.items()] + ["val-" + k for k in select]
-                 + [k if v is True else f"{k}{v}" for k, v in train.items()])
-        name = getattr(args, "variant", None) or "-".join(parts)
+        name = getattr(args, "variant", None) or variant_label(options, select, train)
         variants = {name: {"options": options, "select": select or None, "train": train}}
 
     datasets = args.datasets
@@ -134,6 +132,14 @@ def run_grid(command: str, methods, args, shots, variants=None) -> int:
     if args.json:
         _print_json(result)
     return 1 if result["failed"] else 0
+
+
+def variant_label(options=None, select=None, train=None) -> str:
+    """A variant's name from what it changes: ``dropout0.5``, ``val-layers``, ``epoch_on_val``
+    (a true switch by its name), joined by ``-``; ``default`` when nothing changes."""
+    parts = ([f"{k}{v}" for k, v in (options or {}).items()] + ["val-" + k for k in select or {}]
+             + [k if v is True else f"{k}{v}" for k, v in (train or {}).items()])
+    return "-".join(parts) or "default"
 
 
 def add_grid_arguments(p, out_example: str) -> None:

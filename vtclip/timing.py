@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from .experiments import fewshot_features, load_task
-from .methods import MethodContext, build_method
+from .methods import build_method
 from .train import TrainConfig, fit, trainable
 
 METHODS = ("coop", "vtclip", "clip-adapter", "tip-adapter-f")
@@ -38,9 +38,7 @@ def time_epochs(task, method: str, cfg: TrainConfig, shots: int, seed: int) -> d
     """Build ``method`` as a sweep does and train it for ``cfg.epochs``; per-epoch seconds and sizes."""
     train, val = fewshot_features(task, shots, seed, cfg.views, progress=False)
     torch.manual_seed(seed)
-    ctx = MethodContext(task.clip, task.spec.classnames, list(task.spec.templates), task.text,
-                        task.clip.logit_scale, train, val)
-    model = build_method(method, ctx)
+    model = build_method(method, task.context(train, val))
     history = fit(model, train, cfg.replace(seed=seed, progress=False))    # no val: steps only
     return {"seconds": [h["seconds"] for h in history], "images": len(train),
             "steps_per_epoch": -(-len(train) // cfg.batch_size),
