@@ -24,8 +24,8 @@ import torch
 
 from . import features
 from .backbones import load_clip
-from .experiments import (Task, backbone_label, dataset_label, device_name, fewshot_features, load_task,
-                          record_name, write_record, _version)
+from .experiments import (Task, backbone_label, dataset_label, dataset_names, device_name, fewshot_features,
+                          load_task, record_name, write_record, _version)
 from .methods import ZeroShot, build_method
 from .train import TrainConfig, config_dict, evaluate, fit
 
@@ -153,31 +153,25 @@ def summary(records) -> list[dict]:
 def add_commands(sub) -> None:
     p = sub.add_parser("curves", help="per-epoch accuracy on a dev split (train images outside the "
                                       "K-shot draw); never touches the test split")
+    from .sweep import add_grid_arguments
+
     p.add_argument("--method", default="vtclip")
-    p.add_argument("--backbone", default="pocket")
-    p.add_argument("--datasets", nargs="+", default=["pocket"], help="names; 'pocket' = the Pocket suite")
     p.add_argument("--shots", type=int, default=16)
-    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    p.add_argument("--preset", default="paper", choices=["paper", "fast", "smoke"])
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="a method option, repeatable (e.g. dropout=0.5, layers=4)")
     p.add_argument("--variant", default=None,
                    help="name the records carry (default: 'default' with no options, else from the options)")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--out", required=True, help="records folder (e.g. results/pocket-curves)")
-    p.add_argument("--json", action="store_true")
+    add_grid_arguments(p, "results/pocket-curves")
     p.set_defaults(func=cmd_curves)
 
 
 def cmd_curves(args) -> int:
     from .cli import _print_json, parse_options
-    from .experiments import pocket_suite
     from .sweep import variant_label
 
     options = parse_options(args.option)
     variant = args.variant or (variant_label(options) + ("" if args.preset == "paper" else f"-{args.preset}"))
-    datasets = pocket_suite() if args.datasets == ["pocket"] else args.datasets
-    result = run_curves_grid(args.method, args.backbone, datasets, args.shots, args.seeds, args.out,
+    result = run_curves_grid(args.method, args.backbone, dataset_names(args.datasets), args.shots, args.seeds, args.out,
                              args.preset, variant, args.data_root, progress=not args.json, **options)
     print(f"curves: {result['ran']} run(s) done, {result['already_there']} already there, in {args.out}")
     if args.json:

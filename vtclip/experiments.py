@@ -212,6 +212,11 @@ def write_record(record: dict, out: str | Path, name: str | None = None) -> Path
     return path
 
 
+def dataset_names(names) -> list[str]:
+    """Dataset names as given on the command line, with ``["pocket"]`` meaning the whole Pocket suite."""
+    return pocket_suite() if list(names) == ["pocket"] else list(names)
+
+
 def pocket_suite() -> list[str]:
     """Names of the registered Pocket benchmark datasets."""
     from .datasets import DATASETS

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .experiments import load_task, run_method, run_record_name, write_record
+from .experiments import dataset_names, load_task, run_method, run_record_name, write_record
 from .train import TrainConfig
 
 
@@ -121,10 +121,7 @@ def run_grid(command: str, methods, args, shots, variants=None) -> int:
         name = getattr(args, "variant", None) or variant_label(options, select, train)
         variants = {name: {"options": options, "select": select or None, "train": train}}
 
-    datasets = args.datasets
-    if datasets == ["pocket"]:
-        from .experiments import pocket_suite
-        datasets = pocket_suite()
+    datasets = dataset_names(args.datasets)
     result = run_sweep(methods, args.backbone, datasets, shots, args.seeds, args.out, args.preset,
                        args.data_root, progress=not args.json, variants=variants)
     print(f"{command}: {result['ran']} run(s) done, {result['failed']} failed, "

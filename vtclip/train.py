@@ -132,6 +132,7 @@ def fit(model: torch.nn.Module, train: FeatureSet, cfg: TrainConfig,
     if cfg.epoch_on_val and val is None:
         raise ValueError("epoch_on_val=True chooses the epoch on the val split, but no val set was given")
     best = (-1.0, None, None)                        # (val accuracy, epoch index, weights)
+    watched = {**({"val": val} if val is not None else {}), **(monitor or {})}   # scored every epoch
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)                      # dropout
@@ -161,9 +162,7 @@ def fit(model: torch.nn.Module, train: FeatureSet, cfg: TrainConfig,
             correct += (logits.argmax(-1) == labels).sum().item()
         row = {"epoch": epoch + 1, "loss": total_loss / n, "train_acc": 100 * correct / n,
                "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - start}
-        if val is not None:
-            row["val_acc"] = evaluate(model, val)["top1"]
-        for name, feats in (monitor or {}).items():
+        for name, feats in watched.items():
             row[f"{name}_acc"] = evaluate(model, feats)["top1"]
         if cfg.epoch_on_val and row["val_acc"] > best[0]:
             best = (row["val_acc"], epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
