@@ -41,6 +41,7 @@ def test_curves_record_every_epoch_and_never_read_the_test_split(tiny_hf_dir, tm
     assert [p.name.split("__")[0] for p in paths] == ["vtclip+heads2-smoke"] * 2   # variant: options + non-paper preset
     rec = json.loads(paths[0].read_text())
     assert "top1" not in rec and rec["config"]["method"] == {"heads": 2}
+    assert rec["weights"].startswith(f"local:{tiny_hf_dir.name}:")
     assert len(rec["history"]) == rec["config"]["train"]["epochs"] == 3
     assert {"train_acc", "val_acc", "dev_acc"} <= set(rec["history"][0])
     from vtclip.datasets import get_dataset

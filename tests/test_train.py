@@ -118,6 +118,9 @@ def test_cli_zeroshot_and_train_json(tiny_hf_dir, tmp_path, capsys):
     code, out, _ = _run(capsys, "zeroshot", "--backbone", str(tiny_hf_dir), "--dataset", "toy-colours", "--json")
     rec = json.loads(out.strip().splitlines()[-1])
     assert code == 0 and isinstance(rec["top1"], float) and rec["n_test"] == 64
+    from vtclip.backbones.hf import weights_digest
+
+    assert rec["weights"] == f"local:{tiny_hf_dir.name}:{weights_digest(tiny_hf_dir)}"   # which checkpoint
     code, out, _ = _run(capsys, "train", "--backbone", str(tiny_hf_dir), "--dataset", "toy-colours",
                         "--shots", "4", "--preset", "smoke", "--out", str(tmp_path), "--save-head", "--json")
     rec = json.loads(out.strip().splitlines()[-1])

@@ -79,6 +79,7 @@ def run_curves(task: Task, method: str, shots: int, seed: int, cfg: TrainConfig 
     history = fit(model, train, cfg, val=val, monitor={"dev": dev})
     seconds = time.perf_counter() - start
     return {"kind": "curves", "method": method, "variant": variant, "backbone": task.clip.name,
+            "weights": task.clip.weights_tag,
             "dataset": task.spec.name, "shots": shots, "seed": seed, "n_train": len(train),
             "n_val": len(val), "n_dev": len(dev), "num_classes": task.spec.num_classes,
             "zeroshot": {"val_acc": round(evaluate(zeroshot, val)["top1"], 4),

@@ -150,8 +150,11 @@ def device_name(device: torch.device) -> str:
 
 def make_record(method: str, task: Task, shots: int, seed: int, top1: float, seconds: float,
                 config: dict) -> dict:
-    """A result record in the documented shape (see ARCHITECTURE.md, "Few-shot pipeline")."""
-    return {"method": method, "backbone": task.clip.name, "dataset": task.spec.name, "shots": shots,
+    """A result record in the documented shape (see ARCHITECTURE.md, "Few-shot pipeline"), plus
+    ``weights``: the backbone's weights tag (for Pocket CLIP ``pocket:<digest of the shipped weights>``),
+    so a record says which checkpoint it was measured on."""
+    return {"method": method, "backbone": task.clip.name, "weights": task.clip.weights_tag,
+            "dataset": task.spec.name, "shots": shots,
             "seed": seed, "top1": round(top1, 2), "n_test": len(task.test),
             "num_classes": task.spec.num_classes, "train_seconds": round(seconds, 2),
             "device": device_name(task.clip.device), "config": config,
