@@ -51,6 +51,12 @@ def test_curves_record_every_epoch_and_never_read_the_test_split(tiny_hf_dir, tm
     before = [p.stat().st_mtime_ns for p in paths]
     assert main(argv) == 0                              # resumes: both records exist, nothing rewritten
     assert [p.stat().st_mtime_ns for p in paths] == before
+    paths[0].write_text(json.dumps({**rec, "weights": "pocket:someotherone"}))
+    with pytest.raises(ValueError, match="mix two checkpoints"):    # records of other weights: no resume
+        from vtclip.curves import run_curves_grid
+
+        run_curves_grid("vtclip", str(tiny_hf_dir), ["toy-colours"], 2, [1, 2], tmp_path / "c", "smoke",
+                        "heads2-smoke", progress=False, heads=2)
     from vtclip.sweep import load_records
 
     assert load_records(tmp_path / "c") == []           # curves are not result records

@@ -24,6 +24,24 @@ def test_sweep_resumes_records_failures_and_summarises(tiny_hf_dir, tmp_path):
     assert {(r["method"], r["n_seeds"]) for r in rows} == {("zeroshot", "3"), ("vtclip", "3")}
 
 
+def test_sweep_refuses_to_resume_records_of_other_weights(tiny_hf_dir, tmp_path):
+    import pytest
+
+    out = tmp_path / "run"
+    kw = dict(backbone=str(tiny_hf_dir), datasets=["toy-colours"], out=out, preset="smoke", progress=False)
+    run_sweep(["zeroshot"], shots=[2], seeds=[1], **kw)
+    path = next(out.glob("zeroshot__*.json"))
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "weights": "local:other-checkpoint:0123"}))
+    with pytest.raises(ValueError, match="mix two checkpoints") as err:
+        run_sweep(["zeroshot"], shots=[2], seeds=[1, 2], **kw)
+    assert "local:other-checkpoint:0123" in str(err.value) and record["weights"] in str(err.value)
+    assert not (out / path.name.replace("seed1", "seed2")).exists()          # nothing ran
+    path.write_text(json.dumps({k: v for k, v in record.items() if k != "weights"}))
+    with pytest.raises(ValueError, match="no weights tag"):
+        run_sweep(["zeroshot"], shots=[2], seeds=[1, 2], **kw)
+
+
 def test_sweep_variants_are_separate_records_with_their_options(tiny_hf_dir, tmp_path):
     from vtclip.ablations import table, variants
     from vtclip.sweep import load_records

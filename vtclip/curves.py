@@ -24,8 +24,8 @@ import torch
 
 from . import features
 from .backbones import load_clip
-from .experiments import (Task, backbone_label, dataset_label, dataset_names, device_name, fewshot_features,
-                          load_task, record_name, write_record, _version)
+from .experiments import (Task, backbone_label, check_same_weights, dataset_label, dataset_names, device_name,
+                          fewshot_features, load_task, record_name, write_record, _version)
 from .methods import ZeroShot, build_method
 from .train import TrainConfig, config_dict, evaluate, fit
 
@@ -97,6 +97,11 @@ def run_curves_grid(method: str, backbone: str, datasets, shots: int, seeds, out
     """``run_curves`` for every (dataset, seed) whose record is not in ``out`` yet; returns counts."""
     out = Path(out)
     clip, done, skipped = None, 0, 0
+    finished = [out / curves_name(method, backbone, d, shots, s, variant) for d in datasets for s in seeds]
+    finished = [p for p in finished if p.exists()]
+    if finished:      # resuming: the records already there must come from the same weights
+        clip = load_clip(backbone)
+        check_same_weights(finished, clip)
     for dataset in datasets:
         task = None
         for seed in seeds:

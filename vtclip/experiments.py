@@ -215,6 +215,25 @@ def write_record(record: dict, out: str | Path, name: str | None = None) -> Path
     return path
 
 
+def check_same_weights(paths, clip) -> None:
+    """Refuse to resume into a folder whose finished records were measured on other weights.
+
+    A resumed grid skips every run whose record exists, so a folder that already holds records of
+    another checkpoint (say, Pocket CLIP before it was re-shipped) would end up mixing two models in
+    one table without a word. Each record carries ``weights`` (the backbone's ``weights_tag``);
+    records of another tag, or without one (written before records carried it), stop the run.
+    """
+    foreign = [(Path(p), json.loads(Path(p).read_text()).get("weights")) for p in paths]
+    foreign = [(p, tag) for p, tag in foreign if tag != clip.weights_tag]
+    if foreign:
+        path, tag = foreign[0]
+        what = f"weights {tag!r}" if tag else "no weights tag (written before records carried one)"
+        raise ValueError(
+            f"{path} (and {len(foreign) - 1} more record(s) there) was measured with {what}, but "
+            f"backbone {clip.name!r} now has weights {clip.weights_tag!r}; resuming would mix two "
+            "checkpoints in one folder. Use a new --out folder, or move the old records away.")
+
+
 def dataset_names(names) -> list[str]:
     """Dataset names as given on the command line, with ``["pocket"]`` meaning the whole Pocket suite."""
     return pocket_suite() if list(names) == ["pocket"] else list(names)

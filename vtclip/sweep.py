@@ -1,6 +1,7 @@
 """Sweeps: methods x datasets x shots x seeds -> one record per run + ``summary.csv``.
 
-Resumable: a run whose record exists is skipped (never redone, never overwritten). A run that fails
+Resumable: a run whose record exists is skipped (never redone, never overwritten), provided the
+records there were measured on the same weights (``experiments.check_same_weights``). A run that fails
 writes ``failed/<record name>`` with the error and the sweep goes on.
 Taught in: chapter 06 (results).
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .experiments import dataset_names, load_task, run_method, run_record_name, write_record
+from .experiments import check_same_weights, dataset_names, load_task, run_method, run_record_name, write_record
 from .train import TrainConfig
 
 
@@ -37,6 +38,12 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
     variants = variants or {None: {}}
     grid = list(itertools.product(datasets, shots, seeds, methods, variants))
     clips, tasks, done, failed = {}, {}, 0, 0
+    finished = [out / run_record_name(m, backbone, d, k, s, v) for d, k, s, m, v in grid]
+    finished = [p for p in finished if p.exists()]
+    if finished:      # resuming: the records already there must come from the same weights
+        spatial = variants[grid[0][4]].get("spatial", "raw")
+        clips[spatial] = load_clip(backbone, spatial=spatial)
+        check_same_weights(finished, clips[spatial])
     bar = tqdm(grid, desc="sweep", disable=not progress)
     for dataset, k, seed, method, variant in bar:
         spatial = variants[variant].get("spatial", "raw")
