@@ -96,12 +96,10 @@ def run_curves_grid(method: str, backbone: str, datasets, shots: int, seeds, out
                     variant: str | None = None, data_root=None, progress: bool = True, **options) -> dict:
     """``run_curves`` for every (dataset, seed) whose record is not in ``out`` yet; returns counts."""
     out = Path(out)
-    clip, done, skipped = None, 0, 0
-    finished = [out / curves_name(method, backbone, d, shots, s, variant) for d in datasets for s in seeds]
-    finished = [p for p in finished if p.exists()]
-    if finished:      # resuming: the records already there must come from the same weights
-        clip = load_clip(backbone)
-        check_same_weights(finished, clip)
+    done, skipped = 0, 0
+    # resuming: the records already there must come from the same weights
+    clip = check_same_weights([out / curves_name(method, backbone, d, shots, s, variant)
+                               for d in datasets for s in seeds], lambda: load_clip(backbone))
     for dataset in datasets:
         task = None
         for seed in seeds:

@@ -215,15 +215,22 @@ def write_record(record: dict, out: str | Path, name: str | None = None) -> Path
     return path
 
 
-def check_same_weights(paths, clip) -> None:
-    """Refuse to resume into a folder whose finished records were measured on other weights.
+def check_same_weights(paths, load_clip):
+    """Before resuming a grid: refuse a folder whose finished records were measured on other weights.
 
-    A resumed grid skips every run whose record exists, so a folder that already holds records of
-    another checkpoint (say, Pocket CLIP before it was re-shipped) would end up mixing two models in
-    one table without a word. Each record carries ``weights`` (the backbone's ``weights_tag``);
-    records of another tag, or without one (written before records carried it), stop the run.
+    ``paths`` are the grid's record files, finished or not; only if some exist is ``load_clip()``
+    called, and the backbone it returns (or ``None`` when nothing is finished) is handed back for
+    the runs still to do. A resumed grid skips every run whose record exists, so a folder that
+    already holds records of another checkpoint (say, Pocket CLIP before it was re-shipped) would
+    end up mixing two models in one table without a word. Each record carries ``weights`` (the
+    backbone's ``weights_tag``); records of another tag, or without one (written before records
+    carried it), stop the run.
     """
-    foreign = [(Path(p), json.loads(Path(p).read_text()).get("weights")) for p in paths]
+    finished = [Path(p) for p in paths if Path(p).exists()]
+    if not finished:
+        return None
+    clip = load_clip()
+    foreign = [(p, json.loads(p.read_text()).get("weights")) for p in finished]
     foreign = [(p, tag) for p, tag in foreign if tag != clip.weights_tag]
     if foreign:
         path, tag = foreign[0]
@@ -232,6 +239,7 @@ def check_same_weights(paths, clip) -> None:
             f"{path} (and {len(foreign) - 1} more record(s) there) was measured with {what}, but "
             f"backbone {clip.name!r} now has weights {clip.weights_tag!r}; resuming would mix two "
             "checkpoints in one folder. Use a new --out folder, or move the old records away.")
+    return clip
 
 
 def dataset_names(names) -> list[str]:

@@ -38,12 +38,12 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
     variants = variants or {None: {}}
     grid = list(itertools.product(datasets, shots, seeds, methods, variants))
     clips, tasks, done, failed = {}, {}, 0, 0
-    finished = [out / run_record_name(m, backbone, d, k, s, v) for d, k, s, m, v in grid]
-    finished = [p for p in finished if p.exists()]
-    if finished:      # resuming: the records already there must come from the same weights
-        spatial = variants[grid[0][4]].get("spatial", "raw")
-        clips[spatial] = load_clip(backbone, spatial=spatial)
-        check_same_weights(finished, clips[spatial])
+    # resuming: the records already there must come from the same weights
+    spatial = variants[next(iter(variants))].get("spatial", "raw")
+    clip = check_same_weights([out / run_record_name(m, backbone, d, k, s, v) for d, k, s, m, v in grid],
+                              lambda: load_clip(backbone, spatial=spatial))
+    if clip is not None:
+        clips[spatial] = clip
     bar = tqdm(grid, desc="sweep", disable=not progress)
     for dataset, k, seed, method, variant in bar:
         spatial = variants[variant].get("spatial", "raw")
