@@ -230,11 +230,7 @@ def background(family: str, rng: np.random.Generator) -> np.ndarray:
     w = _pattern(family, rng)
     img = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), np.result_type(w, c0))
     for k in range(3):      # channel by channel: numpy is slow on a last axis of length 3
-        if np.isscalar(w):
-            img[..., k] = c0[k]
-        else:               # c0 + w * (c1 - c0)
-            np.multiply(w, c1[k] - c0[k], out=img[..., k])
-            img[..., k] += c0[k]
+        img[..., k] = c0[k] + w * (c1[k] - c0[k])
     return img
 
 
