@@ -33,7 +33,8 @@ BACKGROUNDS = PRETRAIN_BACKGROUNDS + HELD_OUT_BACKGROUNDS
 #: few samples only when sub-patch alignment varies little (an unaligned world trained 3x slower).
 LATTICE = 8
 _SS = 4                                                     # supersampling factor of cached masks
-_YY, _XX = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32)   # (S, S) pixel coordinates
+_X = np.arange(IMAGE_SIZE, dtype=np.float32)[None, :]      # (1, S) pixel column coordinates
+_Y = _X.T                                                    # (S, 1) pixel row coordinates
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ def _pattern(family: str, rng: np.random.Generator) -> np.ndarray | float:
     them is computed once per row or column and broadcast to (S, S) only where the two meet
     (the same arithmetic per pixel as on full grids, in a fraction of the time).
     """
-    X, Y = _XX[:1], _YY[:, :1]                              # (1, S), (S, 1)
+    X, Y = _X, _Y
     if family == "plain":
         return 0.0
     if family == "stripes":
