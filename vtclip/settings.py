@@ -1,4 +1,6 @@
-"""Environment switches, read once: where caches live, smoke mode, which device to use.
+"""Environment switches, read once: where caches live and which device to use.
+
+Quick trials are a preset, not a switch: ``--preset smoke`` (``TrainConfig.smoke``), ``vtclip demo --smoke``.
 
 Taught in: the book's introduction ("Running the book").
 """
@@ -11,8 +13,6 @@ import torch
 
 #: Root of everything vtclip downloads or caches (weights, datasets, feature caches).
 VTCLIP_HOME = Path(os.environ.get("VTCLIP_HOME", Path.home() / ".cache" / "vtclip")).expanduser()
-#: Smoke mode: tiny sizes everywhere, for CI and quick trials (``VTCLIP_SMOKE=1``).
-SMOKE = os.environ.get("VTCLIP_SMOKE", "0") not in ("", "0", "false", "False")
 #: The repository root (where ``data/`` and ``results/`` live in a source checkout).
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Shipped assets (Pocket CLIP checkpoint, split files we create).

@@ -17,7 +17,7 @@ synchronisation around the timed region and is the median of repeats. Measured:
 Peak memory is ``torch.cuda.max_memory_allocated`` on a GPU, and on a CPU the whole process's peak
 resident set (``VmHWM``, reset before each measurement), which includes the backbone's weights.
 Taught in: appendix "What it costs" (book/appendix_cost.ipynb).
-The code: ``config`` (what is measured), ``costs`` (FLOP models), ``timing`` (clocks and memory),
+The code: ``config`` (what is measured), ``costs`` (FLOP models), ``clock`` (clocks, memory and result rows),
 ``models`` (random-weight backbones), ``throughput`` (extraction, inference), ``training``
 (epochs through ``vtclip.train.fit``), ``run`` (the record and the CLI).
 """
@@ -28,7 +28,7 @@ from .costs import head_flops, text_tower_flops
 from .models import build_rn50, build_vit_b16
 from .run import add_commands, cmd_bench, run_bench, save_record, table
 from .throughput import bench_extraction, bench_inference
-from .timing import check_device, peak_mib, reset_peak, timed
+from .clock import check_device, peak_mib, reset_peak, timed
 from .training import bench_training, extrapolate, train_epoch
 
 __all__ = ["BenchConfig", "METHOD_OPTIONS", "TRAIN_METHODS", "add_commands", "bench_extraction",

@@ -15,7 +15,7 @@ from ..train import TrainConfig
 from .config import BenchConfig
 from .models import build_rn50, build_vit_b16
 from .throughput import bench_extraction, bench_inference
-from .timing import check_device, log, result
+from .clock import check_device, log, result
 from .training import bench_training
 
 

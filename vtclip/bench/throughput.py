@@ -9,7 +9,7 @@ import torch
 from ..methods import ZeroShot
 from ..vtclip import VTCLIP
 from .config import BenchConfig
-from .timing import autocast, log, peak_mib, reset_peak, result, timed
+from .clock import autocast, log, peak_mib, reset_peak, result, timed
 from .training import training_problem
 
 

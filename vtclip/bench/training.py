@@ -11,7 +11,7 @@ from ..features import FeatureSet
 from ..methods import MethodContext, build_method
 from ..train import TrainConfig, fit
 from .config import METHOD_OPTIONS, TRAIN_METHODS, BenchConfig
-from .timing import autocast, log, peak_mib, reset_peak, result
+from .clock import autocast, log, peak_mib, reset_peak, result
 
 
 class _OnTheFly:

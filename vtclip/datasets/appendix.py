@@ -39,7 +39,8 @@ INTRO = """# Getting the datasets
 *Where the 11 datasets of CoOp's few-shot protocol go, where to get them, and how vtclip splits them.*
 
 This page is generated from the dataset registry by `python -m vtclip.datasets.appendix`; edit the
-registry (`vtclip/datasets/real.py`), not this page. The book's chapters run on the built-in Pocket
+registry (`vtclip/datasets/real.py`: each dataset's folder layout, source and split) or the page's
+prose (`vtclip/datasets/appendix.py`), not this page. The book's chapters run on the built-in Pocket
 datasets and need none of this; the real datasets are for runs with pretrained CLIP on a GPU.
 
 ## Where the files go
