@@ -52,6 +52,15 @@ def test_too_few_images_shows_the_counts():
         few_shot(labels, 1, 1, num_classes=4)
 
 
+def test_zero_shots_and_negative_seeds_are_refused():
+    labels = np.array([0] * 5 + [1] * 5)
+    with pytest.raises(ValueError, match="shots must be a whole number of at least 1, got 0.*vtclip zeroshot"):
+        few_shot(labels, 0, 1)
+    with pytest.raises(ValueError, match="seed must be a whole number of at least 0, got -1"):
+        few_shot(labels, 2, -1)
+    assert len(few_shot(labels, 1, 0)) == 2                   # seed 0 is a seed
+
+
 def test_val_takes_min_k_4_or_all():
     labels = np.array([0] * 10 + [1] * 3)
     assert np.bincount(labels[few_shot_val(labels, 16, 1)]).tolist() == [4, 3]

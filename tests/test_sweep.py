@@ -11,9 +11,11 @@ def test_sweep_resumes_records_failures_and_summarises(tiny_hf_dir, tmp_path):
     out = tmp_path / "run"
     kw = dict(backbone=str(tiny_hf_dir), datasets=["toy-colours"], out=out, preset="smoke", progress=False)
     first = run_sweep(["zeroshot", "vtclip"], shots=[2, 40], seeds=[1, 2], **kw)
+    errors = first.pop("errors")
     assert first == {"out": str(out), "runs": 8, "ran": 4, "failed": 4, "summary_rows": 2}
     failure = json.loads(next((out / "failed").iterdir()).read_text())
     assert failure["shots"] == 40 and "fewer training images" in failure["error"]
+    assert len(errors) == 4 and all("40-shot" in e and "fewer training images" in e for e in errors)
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
     again = run_sweep(["zeroshot", "vtclip"], shots=[2], seeds=[1, 2, 3], **kw)
     assert (again["ran"], again["failed"]) == (2, 0)            # only seed 3 was missing; the rest skipped
@@ -144,3 +146,11 @@ def test_sweep_on_an_image_folder_resumes(tiny_hf_dir, tmp_path):
     assert run_sweep(["zeroshot"], **kw)["ran"] == 1
     again = run_sweep(["zeroshot"], **kw)          # records carry the folder dataset's name, not the path
     assert (again["ran"], again["failed"]) == (0, 0)
+
+
+def test_sweep_refuses_zero_shots_before_loading_anything(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match=r"shots must be whole numbers of at least 1.*got shots \[0, 2\]"):
+        run_sweep(["vtclip"], "no-such-backbone", ["toy-colours"], [0, 2], [1], tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()                   # nothing loaded, nothing written

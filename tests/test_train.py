@@ -133,6 +133,8 @@ def test_cli_zeroshot_and_train_json(tiny_hf_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["--shots", "40"], "fewer training images (class 0: 16"),
+    (["--shots", "0"], "shots must be a whole number of at least 1, got 0"),
+    (["--heads", "7"], "heads=7 does not divide the text width d_text=24"),
     (["--method", "magic"], "Known methods: zeroshot, vtclip"),
     (["--dataset", "imagenot"], "Known datasets:"),
     (["--backbone", "RN5O"], "Known backbones:"),

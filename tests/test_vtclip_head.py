@@ -76,6 +76,10 @@ def test_no_residual_and_no_self_attention_options():
     assert torch.count_nonzero(head(text, spatial)) == 0     # only the (zero) update remains
 
 
-def test_bad_heads():
-    with pytest.raises(ValueError, match="divisible"):
+def test_bad_heads_and_layers_say_what_to_choose():
+    with pytest.raises(ValueError, match=r"heads=4 does not divide .* d_text=30.*choose one of \[1, 2, 3, 5, 6, 10, 15, 30\]"):
         VisualGuidedAttention(30, 48, heads=4)
+    with pytest.raises(ValueError, match="heads=0"):
+        VisualGuidedAttention(30, 48, heads=0)
+    with pytest.raises(ValueError, match="layers=-1"):
+        VTCLIPHead(30, 48, heads=3, layers=-1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import sys
 import traceback
 from collections import defaultdict
 from pathlib import Path
@@ -35,9 +36,14 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
     from .backbones import load_clip
 
     out = Path(out)
+    bad = [k for k in shots if int(k) != k or k < 1] + [s for s in seeds if int(s) != s or s < 0]
+    if bad:   # before any model loads: every run of the grid would fail the same way
+        raise ValueError(f"shots must be whole numbers of at least 1 and seeds of at least 0; got shots "
+                         f"{list(shots)}, seeds {list(seeds)} (zero-shot CLIP, which uses no training images: "
+                         "vtclip zeroshot --dataset D)")
     variants = variants or {None: {}}
     grid = list(itertools.product(datasets, shots, seeds, methods, variants))
-    clips, tasks, done, failed = {}, {}, 0, 0
+    clips, tasks, done, failed, errors = {}, {}, 0, 0, []
     # resuming: the records already there must come from the same weights
     spatial = variants[next(iter(variants))].get("spatial", "raw")
     clip = check_same_weights([out / run_record_name(m, backbone, d, k, s, v) for d, k, s, m, v in grid],
@@ -70,13 +76,15 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
             done += 1
         except Exception as err:  # recorded with its traceback; the sweep goes on
             failed += 1
+            errors.append(f"{label} {dataset} {k}-shot seed {seed}: {type(err).__name__}: {err}")
             (out / "failed").mkdir(parents=True, exist_ok=True)
             (out / "failed" / name).write_text(json.dumps({
                 "method": method, "variant": variant, "backbone": backbone, "dataset": dataset,
                 "shots": k, "seed": seed, "error": f"{type(err).__name__}: {err}",
                 "traceback": traceback.format_exc()}, indent=1))
     rows = summarize(out)
-    return {"out": str(out), "runs": len(grid), "ran": done, "failed": failed, "summary_rows": len(rows)}
+    return {"out": str(out), "runs": len(grid), "ran": done, "failed": failed, "summary_rows": len(rows),
+            "errors": errors}
 
 
 def load_records(folder) -> list[dict]:
@@ -132,7 +140,11 @@ def run_grid(command: str, methods, args, shots, variants=None) -> int:
     result = run_sweep(methods, args.backbone, datasets, shots, args.seeds, args.out, args.preset,
                        args.data_root, progress=not args.json, variants=variants)
     print(f"{command}: {result['ran']} run(s) done, {result['failed']} failed, "
-          f"{result['runs'] - result['ran'] - result['failed']} already there; summary in {args.out}/summary.csv")
+          f"{result['runs'] - result['ran'] - result['failed']} already there; "
+          + (f"summary in {args.out}/summary.csv" if result["summary_rows"] else f"no records in {args.out} yet"))
+    if result["failed"]:
+        print(f"{command}: why they failed, with tracebacks: {args.out}/failed/; the first: {result['errors'][0]}",
+              file=sys.stderr)
     if args.json:
         _print_json(result)
     return 1 if result["failed"] else 0

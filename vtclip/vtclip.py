@@ -27,8 +27,10 @@ class VisualGuidedAttention(nn.Module):
     def __init__(self, d_text: int, d_visual: int, heads: int = 8, ffn_ratio: float = 0.5,
                  dropout: float = 0.1, self_attn: bool = True):
         super().__init__()
-        if d_text % heads:
-            raise ValueError(f"d_text={d_text} must be divisible by heads={heads}")
+        if heads < 1 or d_text % heads:
+            divisors = [h for h in range(1, min(d_text, 64) + 1) if d_text % h == 0]
+            raise ValueError(f"heads={heads} does not divide the text width d_text={d_text}: each head "
+                             f"takes d_text / heads channels; choose one of {divisors}")
         self.heads = heads
         self.self_attn = None
         if self_attn:
@@ -107,6 +109,8 @@ class VTCLIPHead(nn.Module):
                  ffn_ratio: float = 0.5, dropout: float = 0.1, self_attn: bool = True,
                  residual: bool = True):
         super().__init__()
+        if layers < 0:
+            raise ValueError(f"layers={layers}: a head has 0 or more decoder layers (0 = the texts unchanged)")
         self.config = dict(d_text=d_text, d_visual=d_visual, heads=heads, layers=layers,
                            ffn_ratio=ffn_ratio, dropout=dropout, self_attn=self_attn, residual=residual)
         self.residual = residual

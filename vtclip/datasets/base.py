@@ -161,8 +161,14 @@ def few_shot(labels: Sequence[int], k: int, seed: int, num_classes: int | None =
     and each class keeps its ``k`` smallest keys. The draw depends only on (labels, k, seed) -- the
     same on every machine and NumPy version -- and a larger ``k`` extends a smaller one. A class with
     fewer than ``k`` images raises a ``ValueError`` listing the counts, or, with
-    ``allow_fewer=True``, contributes all its images (CoOp does this for val).
+    ``allow_fewer=True``, contributes all its images (CoOp does this for val). ``k < 1`` and a
+    negative ``seed`` raise a ``ValueError``.
     """
+    if int(k) != k or k < 1:
+        raise ValueError(f"shots must be a whole number of at least 1, got {k!r} (zero-shot CLIP, which "
+                         "uses no training images: vtclip zeroshot --dataset D)")
+    if int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a whole number of at least 0, got {seed!r} (the protocol uses 1, 2, 3)")
     labels = np.asarray(labels, dtype=np.int64)
     num_classes = num_classes or (int(labels.max()) + 1 if labels.size else 0)
     counts = np.bincount(labels, minlength=num_classes)
