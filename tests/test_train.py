@@ -135,6 +135,8 @@ def test_cli_zeroshot_and_train_json(tiny_hf_dir, tmp_path, capsys):
     (["--shots", "40"], "fewer training images (class 0: 16"),
     (["--shots", "0"], "shots must be a whole number of at least 1, got 0"),
     (["--heads", "7"], "heads=7 does not divide the text width d_text=24"),
+    (["--option", "droput=0.2"], "Unknown option(s) ['droput'] for method 'vtclip'. Its options: heads, layers"),
+    (["--epochs", "-1"], "TrainConfig: epochs must be a whole number >= 0 (0: no training), got -1"),
     (["--method", "magic"], "Known methods: zeroshot, vtclip"),
     (["--dataset", "imagenot"], "Known datasets:"),
     (["--backbone", "RN5O"], "Known backbones:"),
@@ -145,6 +147,16 @@ def test_cli_bad_arguments(tiny_hf_dir, capsys, args, message):
         base[k] = v
     code, _, err = _run(capsys, "train", "--preset", "smoke", *[x for kv in base.items() for x in kv])
     assert code == 2 and message in err
+
+
+def test_train_config_refuses_meaningless_values_and_names_them():
+    with pytest.raises(ValueError, match=r"batch_size must be a whole number >= 1, got 0; lr must be > 0, got -0.1"):
+        TrainConfig(batch_size=0, lr=-0.1)
+    with pytest.raises(ValueError, match="optimizer must be 'sgd' or 'adamw', got 'adam'"):
+        TrainConfig.fast().replace(optimizer="adam")
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\), got 1.0"):
+        TrainConfig(label_smoothing=1.0)
+    assert TrainConfig(epochs=0).epochs == 0                  # 0 epochs: evaluate the untrained method
 
 
 def test_paper_preset_follows_tip_adapter_f_own_schedule():

@@ -6,6 +6,7 @@ Taught in: chapter 04 (VT-CLIP) and chapter 05 (baselines).
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -74,7 +75,18 @@ def build_method(name: str, ctx: MethodContext, **options) -> nn.Module:
     """Build method ``name``; unknown names list the known ones."""
     if name not in METHODS:
         raise ValueError(f"Unknown method {name!r}. Known methods: {', '.join(METHODS)}")
+    known = method_options(name)
+    unknown = [k for k in options if k not in known]
+    if unknown:
+        raise ValueError(f"Unknown option(s) {unknown} for method {name!r}. Its options: "
+                         f"{', '.join(known) or 'none'}")
     return METHODS[name](ctx, **options)
+
+
+def method_options(name: str) -> list[str]:
+    """The options ``build_method(name, ctx, **options)`` accepts (the builder's keyword arguments)."""
+    params = list(inspect.signature(METHODS[name]).parameters.values())[1:]     # after ctx
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 from . import baselines as _baselines  # noqa: F401,E402  (registers the baselines)

@@ -85,6 +85,25 @@ class TrainConfig:
             return getattr(cls, name)(**kw)
         raise ValueError(f"unknown preset {name!r}; known presets: paper, fast, smoke")
 
+    def __post_init__(self):
+        """Refuse values no run can mean (a negative epoch count, a zero batch, ...), naming the field."""
+        bad = {name: why for name, ok, why in [
+            ("epochs", isinstance(self.epochs, int) and self.epochs >= 0, "a whole number >= 0 (0: no training)"),
+            ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1, "a whole number >= 1"),
+            ("optimizer", self.optimizer in ("sgd", "adamw"), "'sgd' or 'adamw'"),
+            ("lr", self.lr > 0, "> 0"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("adam_eps", self.adam_eps > 0, "> 0"),
+            ("warmup_epochs", isinstance(self.warmup_epochs, int) and self.warmup_epochs >= 0, "a whole number >= 0"),
+            ("warmup_lr", self.warmup_lr >= 0, ">= 0"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+            ("views", isinstance(self.views, int) and self.views >= 1, "a whole number >= 1"),
+            ("seed", isinstance(self.seed, int) and self.seed >= 0, "a whole number >= 0"),
+        ] if not ok}
+        if bad:
+            raise ValueError("TrainConfig: " + "; ".join(f"{name} must be {why}, got {getattr(self, name)!r}"
+                                                          for name, why in bad.items()))
+
     def replace(self, **kw) -> "TrainConfig":
         return replace(self, **kw)
 
