@@ -92,5 +92,28 @@ def test_summary_takes_means_over_seeds_and_the_val_picked_epoch():
     assert row["zeroshot_dev"] == 50 and row["last_dev"] == 50 and row["last_dev_std"] == 10
     assert (row["best_dev"], row["best_epoch"]) == (60, 1)          # mean curve: 60, 55, 50
     assert row["val_picked_dev"] == (60 + 70) / 2                    # first best val: epochs 2 and 1
+    other = {**rec(3, [10, 20], [5, 5], 30), "shots": 8}            # another draw size: its own row
+    rows = curves.summary([{**rec(1, [50, 60, 40], [10, 30, 30], 45), "shots": 4}, other])
+    assert [(r["shots"], r["epochs"]) for r in rows] == [(4, 3), (8, 2)]
     with pytest.raises(FileNotFoundError, match="vtclip curves"):
         curves.load_curves("/nonexistent-folder")
+
+
+def test_dev_curves_can_put_optimiser_steps_on_the_axis():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from vtclip.plot import dev_curves
+
+    def rec(variant, n_train, epochs):
+        return {"variant": variant, "dataset": "d", "n_train": n_train, "zeroshot": {"dev_acc": 50.0},
+                "config": {"train": {"batch_size": 32}},
+                "history": [{"dev_acc": 50.0 + e, "train_acc": 60.0} for e in range(epochs)]}
+
+    records = [rec("4 shots", 32, 3), rec("8 shots", 65, 2)]        # 1 and ceil(65 / 32) = 3 steps an epoch
+    by_epoch = dev_curves(records).axes[0].lines
+    assert list(by_epoch[0].get_xdata()) == [1, 2, 3]
+    dev_lines = [ln for ln in dev_curves(records, x="step").axes[0].lines if ln.get_label().endswith("shots")]
+    assert [list(ln.get_xdata()) for ln in dev_lines] == [[1, 2, 3], [3, 6]]
+    with pytest.raises(ValueError, match="x must be 'epoch' or 'step'"):
+        dev_curves(records, x="steps")

@@ -136,49 +136,63 @@ def ablations(groups: dict, titles: dict | None = None, default: dict | None = N
 
 
 def dev_curves(records: Sequence[dict], variants: Sequence[str] | None = None,
-               labels: dict | None = None) -> plt.Figure:
+               labels: dict | None = None, x: str = "epoch") -> plt.Figure:
     """One panel per dataset: dev-split accuracy after each epoch (mean over seeds, band = min..max)
     for each variant, the train accuracy of the panel's first variant (thin grey) and zero-shot on
     dev (dashed). Epochs on a log axis: the action is in the first few dozen.
 
     ``records``: ``vtclip.curves`` records; ``variants``: which to draw, in order (default: all).
+    ``x="step"`` puts optimiser steps on the axis instead of epochs (an epoch is ceil(training images
+    / batch) steps), for comparing runs whose epochs differ in size, e.g. different shots; every
+    variant then gets its own thin train curve in its colour.
     """
+    if x not in ("epoch", "step"):
+        raise ValueError(f"x must be 'epoch' or 'step', got {x!r}")
     by = defaultdict(list)
     for r in records:
         by[r["dataset"], r.get("variant") or "default"].append(r)
     datasets = sorted({d for d, _ in by})
     variants = list(variants or sorted({v for _, v in by}))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(2.8 * len(datasets), 2.9), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(max(2.8 * len(datasets), 7.0), 2.9), squeeze=False)
     for ax, d in zip(axes[0], datasets):
         present = [v for v in variants if by.get((d, v))]
         low = 100.0
         for v in present:
             rs = by[d, v]
             dev = np.array([[h["dev_acc"] for h in r["history"]] for r in rs])   # (seeds, epochs)
-            x = np.arange(1, dev.shape[1] + 1)
-            line, = ax.plot(x, dev.mean(0), lw=1.4, label=(labels or {}).get(v, v),
+            per_epoch = 1
+            if x == "step":
+                per_epoch = -(-rs[0]["n_train"] // rs[0]["config"]["train"]["batch_size"])   # ceil
+            xs = np.arange(1, dev.shape[1] + 1) * per_epoch
+            line, = ax.plot(xs, dev.mean(0), lw=1.4, label=(labels or {}).get(v, v),
                             color=f"C{variants.index(v)}")
-            ax.fill_between(x, dev.min(0), dev.max(0), color=line.get_color(), alpha=0.15, lw=0)
+            ax.fill_between(xs, dev.min(0), dev.max(0), color=line.get_color(), alpha=0.15, lw=0)
             low = min(low, dev.mean(0).min())
+            train = np.array([[h["train_acc"] for h in r["history"]] for r in rs]).mean(0)
+            if x == "step":
+                ax.plot(xs, train, color=line.get_color(), lw=0.7, ls=":", label=f"train ({(labels or {}).get(v, v)})")
             if v == present[0]:
-                train = np.array([[h["train_acc"] for h in r["history"]] for r in rs]).mean(0)
-                ax.plot(x, train, color="0.6", lw=0.8, label=f"train ({(labels or {}).get(v, v)})")
+                if x == "epoch":
+                    ax.plot(xs, train, color="0.6", lw=0.8, label=f"train ({(labels or {}).get(v, v)})")
                 zs = np.mean([r["zeroshot"]["dev_acc"] for r in rs])
                 ax.axhline(zs, color="k", ls="--", lw=1, label="zero-shot")
                 low = min(low, zs)
         ax.set_ylim(max(0, low - 8), 101)
         ax.set_xscale("log")
         ax.set_title(d.removeprefix("pocket-"), fontsize=9)
-        ax.set_xlabel("epoch (log scale)", fontsize=8)
+        ax.set_xlabel(f"{x} (log scale)", fontsize=8)
         ax.grid(alpha=0.3)
+    if x == "step":        # a dev and a train line per variant: the legend in rows of two variants
+        return _panels_done(fig, axes, "top-1 on the dev split (%)", bottom=0.22, ncol=4)
     return _panels_done(fig, axes, "top-1 on the dev split (%)", bottom=0.1)
 
 
-def _panels_done(fig, axes, ylabel: str, bottom: float) -> plt.Figure:
-    """A row of panels: y label on the first, the first panel's legend in one line below them all."""
+def _panels_done(fig, axes, ylabel: str, bottom: float, ncol: int | None = None) -> plt.Figure:
+    """A row of panels: y label on the first, the first panel's legend below them all (in one line,
+    or in rows of ``ncol``)."""
     axes[0, 0].set_ylabel(ylabel)
     handles, names = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=len(names), frameon=False, fontsize=8)
+    fig.legend(handles, names, loc="lower center", ncol=ncol or len(names), frameon=False, fontsize=8)
     fig.tight_layout(rect=(0, bottom, 1, 1))
     return fig
 
