@@ -151,6 +151,6 @@ def test_sweep_on_an_image_folder_resumes(tiny_hf_dir, tmp_path):
 def test_sweep_refuses_zero_shots_before_loading_anything(tmp_path):
     import pytest
 
-    with pytest.raises(ValueError, match=r"shots must be whole numbers of at least 1.*got shots \[0, 2\]"):
+    with pytest.raises(ValueError, match=r"shots must be a whole number of at least 1, got 0"):
         run_sweep(["vtclip"], "no-such-backbone", ["toy-colours"], [0, 2], [1], tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()                   # nothing loaded, nothing written

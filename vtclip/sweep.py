@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .datasets.base import check_draw
 from .experiments import check_same_weights, dataset_names, load_task, run_method, run_record_name, write_record
 from .train import TrainConfig
 
@@ -36,11 +37,8 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
     from .backbones import load_clip
 
     out = Path(out)
-    bad = [k for k in shots if int(k) != k or k < 1] + [s for s in seeds if int(s) != s or s < 0]
-    if bad:   # before any model loads: every run of the grid would fail the same way
-        raise ValueError(f"shots must be whole numbers of at least 1 and seeds of at least 0; got shots "
-                         f"{list(shots)}, seeds {list(seeds)} (zero-shot CLIP, which uses no training images: "
-                         "vtclip zeroshot --dataset D)")
+    for k, seed in itertools.product(shots, seeds):   # before any model loads: a bad draw fails every run
+        check_draw(k, seed)
     variants = variants or {None: {}}
     grid = list(itertools.product(datasets, shots, seeds, methods, variants))
     clips, tasks, done, failed, errors = {}, {}, 0, 0, []

@@ -153,6 +153,15 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
+def check_draw(k: int, seed: int) -> None:
+    """A ``ValueError`` unless ``k`` shots and ``seed`` can name a few-shot draw (k >= 1, seed >= 0)."""
+    if int(k) != k or k < 1:
+        raise ValueError(f"shots must be a whole number of at least 1, got {k!r} (zero-shot CLIP, which "
+                         "uses no training images: vtclip zeroshot --dataset D)")
+    if int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a whole number of at least 0, got {seed!r} (the protocol uses 1, 2, 3)")
+
+
 def few_shot(labels: Sequence[int], k: int, seed: int, num_classes: int | None = None,
              allow_fewer: bool = False) -> np.ndarray:
     """Sorted indices of ``k`` images per class, drawn reproducibly from ``seed``.
@@ -164,11 +173,7 @@ def few_shot(labels: Sequence[int], k: int, seed: int, num_classes: int | None =
     ``allow_fewer=True``, contributes all its images (CoOp does this for val). ``k < 1`` and a
     negative ``seed`` raise a ``ValueError``.
     """
-    if int(k) != k or k < 1:
-        raise ValueError(f"shots must be a whole number of at least 1, got {k!r} (zero-shot CLIP, which "
-                         "uses no training images: vtclip zeroshot --dataset D)")
-    if int(seed) != seed or seed < 0:
-        raise ValueError(f"seed must be a whole number of at least 0, got {seed!r} (the protocol uses 1, 2, 3)")
+    check_draw(k, seed)
     labels = np.asarray(labels, dtype=np.int64)
     num_classes = num_classes or (int(labels.max()) + 1 if labels.size else 0)
     counts = np.bincount(labels, minlength=num_classes)
