@@ -145,6 +145,20 @@ def test_unreachable_weights_say_where_to_put_them(name, tmp_path, monkeypatch):
     assert name in msg and str(tmp_path / "weights") in msg and "by hand" in msg
 
 
+def test_hub_backbone_records_are_named_after_the_backbone(tmp_path, monkeypatch):
+    """A ViT loaded by our name carries that name (records, resume look-ups), not '16'."""
+    from conftest import tiny_hf_clip_dir
+
+    from vtclip.experiments import backbone_label
+
+    monkeypatch.setenv("VTCLIP_HOME", str(tmp_path))
+    tiny_hf_clip_dir(tmp_path / "weights" / "openai--clip-vit-base-patch16")   # weights placed by hand
+    clip = vt.load_clip("ViT-B/16", device="cpu")
+    assert clip.name == "ViT-B/16" == backbone_label("ViT-B/16")
+    assert vt.load_clip(str(tmp_path / "weights" / "openai--clip-vit-base-patch16")).name == \
+        "openai--clip-vit-base-patch16"                                      # a local folder: its name
+
+
 def test_missing_local_dir_is_an_unknown_name(tmp_path):
     with pytest.raises(ValueError, match="Unknown backbone"):
         vt.load_clip(str(tmp_path / "no-such-dir"))

@@ -2,9 +2,9 @@
 
 ``python -m vtclip.timing [--dataset pocket-compositions] [--shots 16] [--seed 1] [--out FILE]``
 
-Each method is built exactly as a sweep builds it (same cached few-shot features, same defaults) and
-trained by the shared trainer (``train.fit``) with the paper preset's optimiser and batch size, for a
-few epochs only: the cost of an epoch does not depend on how many epochs follow it. An epoch's time
+Each method is built as a sweep builds it (same cached few-shot features, same defaults, on the
+backbone's device) and trained by the shared trainer (``train.fit``) with its own paper preset's
+optimiser and batch size (CoOp's schedule, or Tip-Adapter-F's own), for a few epochs only: the cost of an epoch does not depend on how many epochs follow it. An epoch's time
 is ``fit``'s history ``"seconds"`` (the training steps, no evaluation). We report the median over
 the timed epochs (each run's first epoch, which pays one-time costs, is left out) and each
 method's ratio to VT-CLIP. Methods are timed in ``rounds`` alternating orders so that a slow spell
@@ -36,9 +36,11 @@ REFERENCE = "vtclip"
 
 def time_epochs(task, method: str, cfg: TrainConfig, shots: int, seed: int) -> dict:
     """Build ``method`` as a sweep does and train it for ``cfg.epochs``; per-epoch seconds and sizes."""
+    device = task.clip.device
     train, val = fewshot_features(task, shots, seed, cfg.views, progress=False)
+    train, val = train.to(device), val.to(device)
     torch.manual_seed(seed)
-    model = build_method(method, task.context(train, val))
+    model = build_method(method, task.context(train, val)).to(device)
     history = fit(model, train, cfg.replace(seed=seed, progress=False))    # no val: steps only
     return {"seconds": [h["seconds"] for h in history], "images": len(train),
             "steps_per_epoch": -(-len(train) // cfg.batch_size),
@@ -48,12 +50,15 @@ def time_epochs(task, method: str, cfg: TrainConfig, shots: int, seed: int) -> d
 def epoch_times(backbone: str = "pocket", dataset: str = "pocket-compositions", shots: int = 16,
                 seed: int = 1, methods=METHODS, epochs: int = 10, rounds: int = 2) -> dict:
     """Median seconds per training epoch of each method and its ratio to VT-CLIP (one process)."""
+    if epochs < 1 or rounds < 1:
+        raise ValueError(f"epochs and rounds must be at least 1, got epochs={epochs}, rounds={rounds}")
     task = load_task(backbone, dataset, progress=False)
-    cfg = TrainConfig.preset("paper", task.spec.name, shots).replace(epochs=epochs + 1)   # +1: warm-up
+    cfgs = {m: TrainConfig.preset("paper", task.spec.name, shots, method=m).replace(epochs=epochs + 1)
+            for m in methods}                                   # each method's own schedule; +1: warm-up
     runs = {m: {"seconds": []} for m in methods}
     for r in range(rounds):
         for m in (methods if r % 2 == 0 else methods[::-1]):       # alternate the order per round
-            out = time_epochs(task, m, cfg, shots, seed)
+            out = time_epochs(task, m, cfgs[m], shots, seed)
             # a run's first epoch pays one-time costs (allocator, lazy init): not an epoch's cost
             runs[m] = {**out, "seconds": runs[m]["seconds"] + out["seconds"][1:]}
     rows = {}
@@ -62,6 +67,7 @@ def epoch_times(backbone: str = "pocket", dataset: str = "pocket-compositions", 
         rows[m] = {"seconds_per_epoch": round(median, 4),
                    "ms_per_step": round(1000 * median / run["steps_per_epoch"], 2),
                    "steps_per_epoch": run["steps_per_epoch"], "images_per_epoch": run["images"],
+                   "optimizer": cfgs[m].optimizer, "batch_size": cfgs[m].batch_size,
                    "trainable_params": run["trainable_params"],
                    "epoch_seconds": [round(s, 4) for s in run["seconds"]]}
     if REFERENCE in rows:
@@ -70,9 +76,9 @@ def epoch_times(backbone: str = "pocket", dataset: str = "pocket-compositions", 
             row[f"ratio_to_{REFERENCE}"] = round(row["seconds_per_epoch"] / ref, 2)
     return {"what": "training time per epoch: median of train.fit's history 'seconds' over the timed epochs "
                     "(each run's first epoch left out)",
-            "backbone": backbone, "dataset": task.spec.name, "shots": shots, "seed": seed,
-            "num_classes": task.spec.num_classes, "preset": "paper", "optimizer": cfg.optimizer,
-            "batch_size": cfg.batch_size, "epochs_per_round": epochs, "rounds": rounds,
+            "backbone": backbone, "weights": task.clip.weights_tag, "dataset": task.spec.name, "shots": shots, "seed": seed,
+            "num_classes": task.spec.num_classes, "preset": "paper (each method's own)",
+            "epochs_per_round": epochs, "rounds": rounds,
             "reference": REFERENCE, "methods": rows, "device": str(task.clip.device),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "python": platform.python_version()}
@@ -93,6 +99,9 @@ def main(argv=None) -> int:
     p.add_argument("--note", default="", help="anything a reader should know (e.g. a shared CPU)")
     p.add_argument("--out", default=None, help="write the JSON here (else print it)")
     args = p.parse_args(argv)
+    if args.out and Path(args.out).exists():
+        p.error(f"{args.out} already exists; this command never overwrites a record: move it away or "
+                "choose another --out")
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()

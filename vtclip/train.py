@@ -208,8 +208,8 @@ def predict(model: torch.nn.Module, feats: FeatureSet, batch_size: int = 256, vi
 
 def evaluate(model: torch.nn.Module, feats: FeatureSet, batch_size: int = 256) -> dict:
     """Top-1 accuracy (%) on every image of ``feats``."""
-    logits = predict(model, feats, batch_size)
-    top1 = (logits.argmax(-1) == feats.labels).float().mean().item() * 100
+    logits = predict(model, feats, batch_size)                       # on the CPU, wherever feats are
+    top1 = (logits.argmax(-1) == feats.labels.cpu()).float().mean().item() * 100
     return {"top1": top1, "n": len(feats)}
 
 

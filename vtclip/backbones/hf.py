@@ -114,8 +114,10 @@ def load_hf_clip(name_or_dir: str, spatial: str = "raw", dtype: torch.dtype = to
             f"Could not load CLIP weights for {name_or_dir!r}: {err}\nLooked in {where}.{help_}"
         ) from err
     tag = weights_tag or (repo_id or f"local:{path.resolve().name}:{weights_digest(path)}")
-    return HFCLIPBackbone(model.to(device), tokenizer, processor, name or path.name or str(name_or_dir),
-                          tag, spatial, dtype)
+    # records are named after the backbone: a local directory by its folder name, else the name given
+    # ("ViT-B/16", not the last part of that string, which a record-name lookup would never find)
+    label = name or (path.name if repo_id is None else str(name_or_dir))
+    return HFCLIPBackbone(model.to(device), tokenizer, processor, label, tag, spatial, dtype)
 
 
 def weights_digest(folder: Path) -> str:

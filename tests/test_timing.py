@@ -1,0 +1,30 @@
+"""Chapter 5's epoch timer: each method on its own paper schedule, never overwriting a record."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vtclip import timing
+
+
+def test_each_method_is_timed_on_its_own_schedule(tiny_hf_dir):
+    result = timing.epoch_times(str(tiny_hf_dir), "toy-colours", shots=4, seed=1,
+                                methods=("vtclip", "tip-adapter-f"), epochs=1, rounds=1)
+    rows = result["methods"]
+    assert result["weights"].startswith("local:")                     # which checkpoint was timed
+    assert (rows["vtclip"]["optimizer"], rows["vtclip"]["batch_size"]) == ("sgd", 32)
+    assert (rows["tip-adapter-f"]["optimizer"], rows["tip-adapter-f"]["batch_size"]) == ("adamw", 256)
+    n = rows["vtclip"]["images_per_epoch"]
+    assert rows["vtclip"]["steps_per_epoch"] == -(-n // 32) and rows["tip-adapter-f"]["steps_per_epoch"] == 1
+    assert rows["vtclip"]["ratio_to_vtclip"] == 1.0
+    with pytest.raises(ValueError, match="epochs and rounds must be at least 1"):
+        timing.epoch_times(str(tiny_hf_dir), "toy-colours", epochs=0)
+
+
+def test_an_existing_record_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "epoch_times.json"
+    out.write_text(json.dumps({"mine": True}))
+    with pytest.raises(SystemExit):
+        timing.main(["--out", str(out)])
+    assert "already exists" in capsys.readouterr().err and json.loads(out.read_text()) == {"mine": True}
