@@ -95,6 +95,9 @@ def test_summary_takes_means_over_seeds_and_the_val_picked_epoch():
     other = {**rec(3, [10, 20], [5, 5], 30), "shots": 8}            # another draw size: its own row
     rows = curves.summary([{**rec(1, [50, 60, 40], [10, 30, 30], 45), "shots": 4}, other])
     assert [(r["shots"], r["epochs"]) for r in rows] == [(4, 3), (8, 2)]
+    probe = {**rec(4, [10, 20, 30], [5, 5, 5], 30), "shots": 4, "method": "linear-probe"}
+    rows = curves.summary([{**rec(1, [50, 60, 40], [10, 30, 30], 45), "shots": 4, "method": "vtclip"}, probe])
+    assert [(r["method"], r["seeds"]) for r in rows] == [("linear-probe", 1), ("vtclip", 1)]   # not pooled
     with pytest.raises(FileNotFoundError, match="vtclip curves"):
         curves.load_curves("/nonexistent-folder")
 

@@ -154,3 +154,32 @@ def test_sweep_refuses_zero_shots_before_loading_anything(tmp_path):
     with pytest.raises(ValueError, match=r"shots must be a whole number of at least 1, got 0"):
         run_sweep(["vtclip"], "no-such-backbone", ["toy-colours"], [0, 2], [1], tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()                   # nothing loaded, nothing written
+
+
+def test_a_variant_cannot_set_the_seed_or_progress(tmp_path):
+    import argparse
+
+    import pytest
+
+    from vtclip.sweep import run_grid
+
+    args = argparse.Namespace(train=["seed=7"], option=None, select=None, variant=None, datasets=["toy-colours"],
+                              backbone="pocket", seeds=[1], out=str(tmp_path / "run"), preset="smoke",
+                              data_root=None, json=True)
+    with pytest.raises(ValueError, match="--train seed: set by the grid itself"):
+        run_grid("sweep", ["vtclip"], args, [2])
+    assert not (tmp_path / "run").exists()
+
+
+def test_demo_refuses_an_existing_record_before_training(tiny_hf_dir, tmp_path):
+    import pytest
+
+    from vtclip.experiments import run_demo, run_record_name
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    taken = out / run_record_name("vtclip", str(tiny_hf_dir), "toy-colours", 2, 2)
+    taken.write_text("{}")
+    with pytest.raises(FileExistsError, match="already exists"):
+        run_demo(str(tiny_hf_dir), ["toy-colours"], shots=2, seeds=(1, 2), out=out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == [taken.name]       # seed 1 was not trained either

@@ -137,6 +137,9 @@ def test_cli_zeroshot_and_train_json(tiny_hf_dir, tmp_path, capsys):
     (["--heads", "7"], "heads=7 does not divide the text width d_text=24"),
     (["--option", "droput=0.2"], "Unknown option(s) ['droput'] for method 'vtclip'. Its options: heads, layers"),
     (["--epochs", "-1"], "TrainConfig: epochs must be a whole number >= 0 (0: no training), got -1"),
+    (["--option", "layers=1.5"], "option layers=1.5 of method 'vtclip' must be a whole number (default 1)"),
+    (["--option", "ffn_ratio=-1"], "ffn_ratio=-1: the feed-forward layer"),
+    (["--method", "clip-adapter", "--heads", "4"], "--heads/--layers are VT-CLIP's; clip-adapter takes --option"),
     (["--method", "magic"], "Known methods: zeroshot, vtclip"),
     (["--dataset", "imagenot"], "Known datasets:"),
     (["--backbone", "RN5O"], "Known backbones:"),
@@ -157,6 +160,24 @@ def test_train_config_refuses_meaningless_values_and_names_them():
     with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\), got 1.0"):
         TrainConfig(label_smoothing=1.0)
     assert TrainConfig(epochs=0).epochs == 0                  # 0 epochs: evaluate the untrained method
+    with pytest.raises(ValueError, match="warmup_epochs=1 leaves no epoch of the schedule when epochs=1"):
+        TrainConfig(epochs=1)
+    with pytest.raises(ValueError, match="epoch_on_val=True chooses among epochs, but epochs=0"):
+        TrainConfig(epochs=0, epoch_on_val=True)
+
+
+def test_history_lr_is_the_rate_each_epoch_trained_at():
+    feats, text = local_pattern_task(n_per_class=8)               # 32 images: one step per epoch at batch 32
+    model = VTCLIP(text, 50.0, d_visual=24, heads=4)
+    cfg = TrainConfig.paper(shots=16).replace(epochs=3, progress=False)   # 1 warm-up epoch, batch 32
+    lrs = [h["lr"] for h in fit(model, feats, cfg)]
+    assert lrs == pytest.approx([cfg.warmup_lr, cfg.lr, cfg.lr / 2])   # warm-up, then cosine over 2 steps
+
+
+def test_save_head_needs_out(tiny_hf_dir, capsys):
+    code, _, err = _run(capsys, "train", "--backbone", str(tiny_hf_dir), "--dataset", "toy-colours",
+                        "--shots", "4", "--preset", "smoke", "--save-head")
+    assert code == 2 and "--save-head saves the method next to its record: give --out DIR" in err
 
 
 def test_paper_preset_follows_tip_adapter_f_own_schedule():

@@ -40,9 +40,14 @@ def cmd_train(args) -> int:
     cfg = TrainConfig.preset(args.preset, get_dataset(args.dataset).name, args.shots, method=args.method)
     if args.epochs is not None:
         cfg = cfg.replace(epochs=args.epochs)
+    if args.save_head and not args.out:
+        raise ValueError("--save-head saves the method next to its record: give --out DIR as well")
+    if args.method != "vtclip" and (args.heads, args.layers) != (None, None):
+        raise ValueError(f"--heads/--layers are VT-CLIP's; {args.method} takes --option KEY=VALUE "
+                         "(its options are listed if you give an unknown one)")
     if args.out:
         check_record_free(args.out, args.method, args.backbone, args.dataset, args.shots, args.seed)
-    options = {"heads": args.heads, "layers": args.layers} if args.method == "vtclip" else {}
+    options = {k: v for k, v in (("heads", args.heads), ("layers", args.layers)) if v is not None}
     options.update(parse_options(args.option))
     task = load_task(args.backbone, args.dataset, args.spatial, args.data_root, progress=not args.json,
                      skip_bad_images=args.skip_bad_images)
@@ -124,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--preset", default="paper", choices=["paper", "fast", "smoke"])
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
-    p.add_argument("--heads", type=int, default=8, help="VT-CLIP attention heads")
-    p.add_argument("--layers", type=int, default=1, help="VT-CLIP decoder layers")
+    p.add_argument("--heads", type=int, default=None, help="VT-CLIP attention heads (default 8)")
+    p.add_argument("--layers", type=int, default=None, help="VT-CLIP decoder layers (default 1)")
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="a method option, repeatable (e.g. alpha=0.5, n_ctx=4, ffn_ratio=1.0)")
     p.add_argument("--out", default=None, help="directory for the result record")

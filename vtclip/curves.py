@@ -129,7 +129,7 @@ def load_curves(folder) -> list[dict]:
 
 
 def summary(records) -> list[dict]:
-    """Per (variant, dataset, shots): zero-shot dev, dev at the last epoch, the best epoch of the mean dev
+    """Per (method, backbone, variant, dataset, shots): zero-shot dev, dev at the last epoch, the best epoch of the mean dev
     curve, and dev at the epoch the val draw would pick (first best val accuracy), each a mean over
     seeds (std over seeds for the last epoch).
 
@@ -138,15 +138,17 @@ def summary(records) -> list[dict]:
     """
     groups = defaultdict(list)
     for r in records:
-        groups[r.get("variant") or "default", r["dataset"], r.get("shots")].append(r)
+        groups[r.get("method", ""), r.get("backbone", ""), r.get("variant") or "default", r["dataset"],
+               r.get("shots") or 0].append(r)
     rows = []
-    for (variant, dataset, shots), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0)):
+    for (method, backbone, variant, dataset, shots), rs in sorted(groups.items()):
         dev = np.array([[h["dev_acc"] for h in r["history"]] for r in rs])          # (seeds, epochs)
         val = np.array([[h["val_acc"] for h in r["history"]] for r in rs])
         train = np.array([[h["train_acc"] for h in r["history"]] for r in rs])
         picked = [dev[i, int(np.argmax(val[i]))] for i in range(len(rs))]            # first best val
         mean = dev.mean(0)
-        rows.append({"variant": variant, "dataset": dataset, "shots": shots, "seeds": len(rs), "epochs": dev.shape[1],
+        rows.append({"method": method, "backbone": backbone, "variant": variant, "dataset": dataset,
+                     "shots": shots, "seeds": len(rs), "epochs": dev.shape[1],
                      "zeroshot_dev": float(np.mean([r["zeroshot"]["dev_acc"] for r in rs])),
                      "last_dev": float(mean[-1]), "last_dev_std": float(dev[:, -1].std()),
                      "best_dev": float(mean.max()), "best_epoch": int(mean.argmax()) + 1,

@@ -262,6 +262,10 @@ def run_demo(backbone: str = "pocket", datasets=None, shots: int = 16, seeds=(1,
     """The offline main job: zero-shot vs VT-CLIP (mean and std over seeds) on the Pocket suite."""
     start = time.perf_counter()
     clip = load_clip(backbone)
+    if out:                                  # before any training: never overwrite, never waste the work
+        for name in datasets or pocket_suite():
+            for seed in seeds:
+                check_record_free(out, "vtclip", backbone, name, shots, seed)
     rows = {}
     for name in datasets or pocket_suite():
         task = load_task(clip, name, progress=progress)

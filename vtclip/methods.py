@@ -75,18 +75,38 @@ def build_method(name: str, ctx: MethodContext, **options) -> nn.Module:
     """Build method ``name``; unknown names list the known ones."""
     if name not in METHODS:
         raise ValueError(f"Unknown method {name!r}. Known methods: {', '.join(METHODS)}")
-    known = method_options(name)
-    unknown = [k for k in options if k not in known]
+    defaults = method_options(name)
+    unknown = [k for k in options if k not in defaults]
     if unknown:
         raise ValueError(f"Unknown option(s) {unknown} for method {name!r}. Its options: "
-                         f"{', '.join(known) or 'none'}")
+                         f"{', '.join(defaults) or 'none'}")
+    for key, value in options.items():
+        _check_option_type(name, key, value, defaults[key])
     return METHODS[name](ctx, **options)
 
 
-def method_options(name: str) -> list[str]:
-    """The options ``build_method(name, ctx, **options)`` accepts (the builder's keyword arguments)."""
+def method_options(name: str) -> dict:
+    """The options ``build_method(name, ctx, **options)`` accepts: keyword -> default value."""
     params = list(inspect.signature(METHODS[name]).parameters.values())[1:]     # after ctx
-    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return {p.name: p.default for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _check_option_type(method: str, key: str, value, default) -> None:
+    """An option's value must have its default's type (a whole number where an int is expected, ...)."""
+    if default is None or default is inspect.Parameter.empty:
+        return                                   # no default to go by (e.g. "chosen on val" when None)
+    if isinstance(default, bool):
+        ok, want = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif isinstance(default, float):
+        ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, want = isinstance(value, str), "a string"
+    else:
+        return
+    if not ok:
+        raise ValueError(f"option {key}={value!r} of method {method!r} must be {want} (default {default!r})")
 
 
 from . import baselines as _baselines  # noqa: F401,E402  (registers the baselines)

@@ -127,6 +127,9 @@ def run_grid(command: str, methods, args, shots, variants=None) -> int:
     if bad:
         raise ValueError(f"--select takes key=[v1,v2,...] (a JSON list); got {bad}")
     fields = set(TrainConfig.__dataclass_fields__)
+    owned = [k for k in train if k in ("seed", "progress")]
+    if owned:
+        raise ValueError(f"--train {owned[0]}: set by the grid itself (--seeds, --json), not per variant")
     unknown = [k for k in train if k not in fields]
     if unknown:
         raise ValueError(f"--train: unknown TrainConfig field(s) {unknown}; known: {', '.join(sorted(fields))}")

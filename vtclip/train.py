@@ -103,6 +103,12 @@ class TrainConfig:
         if bad:
             raise ValueError("TrainConfig: " + "; ".join(f"{name} must be {why}, got {getattr(self, name)!r}"
                                                           for name, why in bad.items()))
+        if 0 < self.epochs <= self.warmup_epochs:
+            raise ValueError(f"TrainConfig: warmup_epochs={self.warmup_epochs} leaves no epoch of the schedule "
+                             f"when epochs={self.epochs} (the whole run would train at warmup_lr); train more "
+                             "epochs than warm-up epochs, or set warmup_epochs=0")
+        if self.epoch_on_val and self.epochs == 0:
+            raise ValueError("TrainConfig: epoch_on_val=True chooses among epochs, but epochs=0")
 
     def replace(self, **kw) -> "TrainConfig":
         return replace(self, **kw)
@@ -144,6 +150,7 @@ def fit(model: torch.nn.Module, train: FeatureSet, cfg: TrainConfig,
     (``{name}_acc``, e.g. ``dev_acc``). Nothing is selected on them unless ``cfg.epoch_on_val``:
     then the model ends with the weights of the epoch with the best val accuracy (the first on
     ties), and that epoch's row has ``"kept": True``. The protocol's default is the last epoch.
+    A row's ``"lr"`` is the learning rate of the epoch's last step.
     """
     params = trainable(model)
     if not params:
@@ -175,12 +182,13 @@ def fit(model: torch.nn.Module, train: FeatureSet, cfg: TrainConfig,
                 loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            lr_used = opt.param_groups[0]["lr"]                  # this step's rate, before the schedule moves
             opt.step()
             sched.step()
             total_loss += loss.item() * len(idx)
             correct += (logits.argmax(-1) == labels).sum().item()
         row = {"epoch": epoch + 1, "loss": total_loss / n, "train_acc": 100 * correct / n,
-               "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - start}
+               "lr": lr_used, "seconds": time.perf_counter() - start}
         for name, feats in watched.items():
             row[f"{name}_acc"] = evaluate(model, feats)["top1"]
         if cfg.epoch_on_val and row["val_acc"] > best[0]:

@@ -27,6 +27,9 @@ class VisualGuidedAttention(nn.Module):
     def __init__(self, d_text: int, d_visual: int, heads: int = 8, ffn_ratio: float = 0.5,
                  dropout: float = 0.1, self_attn: bool = True):
         super().__init__()
+        if not ffn_ratio > 0:
+            raise ValueError(f"ffn_ratio={ffn_ratio}: the feed-forward layer has ffn_ratio x d_text hidden "
+                             "units, so it must be > 0 (the paper's default is 0.5)")
         if heads < 1 or d_text % heads:
             divisors = [h for h in range(1, min(d_text, 64) + 1) if d_text % h == 0]
             raise ValueError(f"heads={heads} does not divide the text width d_text={d_text}: each head "
