@@ -183,3 +183,16 @@ def test_demo_refuses_an_existing_record_before_training(tiny_hf_dir, tmp_path):
     with pytest.raises(FileExistsError, match="already exists"):
         run_demo(str(tiny_hf_dir), ["toy-colours"], shots=2, seeds=(1, 2), out=out, progress=False)
     assert sorted(p.name for p in out.iterdir()) == [taken.name]       # seed 1 was not trained either
+
+
+def test_sweep_refuses_to_resume_records_of_another_recipe(tiny_hf_dir, tmp_path):
+    import pytest
+
+    out = tmp_path / "run"
+    kw = dict(backbone=str(tiny_hf_dir), datasets=["toy-colours"], out=out, progress=False)
+    run_sweep(["vtclip"], shots=[2], seeds=[1], preset="smoke", **kw)
+    with pytest.raises(ValueError, match=r"trained with epochs=3 \(this grid: 20\).*mix two training recipes"):
+        run_sweep(["vtclip"], shots=[2], seeds=[1, 2], preset="fast", **kw)
+    assert not list(out.glob("*seed2.json"))                               # nothing ran
+    again = run_sweep(["vtclip"], shots=[2], seeds=[1, 2], preset="smoke", **kw)   # same recipe: resumes
+    assert (again["ran"], again["failed"]) == (1, 0)

@@ -242,6 +242,30 @@ def check_same_weights(paths, load_clip):
     return clip
 
 
+def check_same_training(expected: dict) -> None:
+    """Refuse to resume into records trained with another recipe.
+
+    ``expected`` maps a grid's record files to the ``TrainConfig`` the grid would train them with.
+    A resumed grid skips every run whose record exists, so a folder holding (say) ``--preset fast``
+    records, resumed with ``--preset paper``, would mix two schedules in one table. Every finished
+    record's ``config.train`` must equal its expected config, except the seed and the progress bar
+    (fields a record does not have, written before they existed, are not compared).
+    """
+    skip = ("seed", "progress")
+    for path, cfg in expected.items():
+        path = Path(path)
+        if not path.exists():
+            continue
+        have = json.loads(path.read_text())["config"]["train"]
+        want = config_dict(cfg)
+        diff = {k: (have[k], want[k]) for k in have if k in want and k not in skip and have[k] != want[k]}
+        if diff:
+            shown = ", ".join(f"{k}={a!r} (this grid: {b!r})" for k, (a, b) in diff.items())
+            raise ValueError(f"{path} was trained with {shown}; resuming would mix two training recipes "
+                             "in one folder. Use the same --preset/--train as that folder's runs, a new "
+                             "--out folder, or move the old records away.")
+
+
 def dataset_names(names) -> list[str]:
     """Dataset names as given on the command line, with ``["pocket"]`` meaning the whole Pocket suite."""
     return pocket_suite() if list(names) == ["pocket"] else list(names)

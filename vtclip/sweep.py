@@ -19,7 +19,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .datasets.base import check_draw
-from .experiments import check_same_weights, dataset_names, load_task, run_method, run_record_name, write_record
+from .experiments import (check_same_training, check_same_weights, dataset_label, dataset_names, load_task,
+                          run_method, run_record_name, write_record)
 from .train import TrainConfig
 
 
@@ -43,6 +44,10 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
     grid = list(itertools.product(datasets, shots, seeds, methods, variants))
     clips, tasks, done, failed, errors = {}, {}, 0, 0, []
     # resuming: the records already there must come from the same weights
+    check_same_training({out / run_record_name(m, backbone, d, k, s, v):
+                         TrainConfig.preset(preset, dataset_label(d), k, method=m).replace(
+                             **variants[v].get("train", {}))
+                         for d, k, s, m, v in grid})
     spatial = variants[next(iter(variants))].get("spatial", "raw")
     clip = check_same_weights([out / run_record_name(m, backbone, d, k, s, v) for d, k, s, m, v in grid],
                               lambda: load_clip(backbone, spatial=spatial))
