@@ -108,6 +108,15 @@ def test_backbone_is_frozen(tiny_hf, tiny_rn):
 
 # ---- real-size architectures, random weights ----------------------------------------------------
 @pytest.mark.slow
+def test_openai_resnets_are_built_with_quick_gelu():
+    """OpenAI's CLIPs use QuickGELU; open_clip's 'RN50' config alone would build nn.GELU."""
+    from vtclip.backbones.openclip import load_open_clip
+
+    clip = load_open_clip("RN50", pretrained=False)
+    acts = {type(m).__name__ for m in clip.model.modules() if "GELU" in type(m).__name__}
+    assert acts == {"QuickGELU"}
+
+
 def test_rn50_architecture_shapes():
     model = open_clip.create_model("RN50", pretrained=None)
     clip = OpenCLIPBackbone(model, open_clip.image_transform(224, is_train=False),
@@ -157,6 +166,18 @@ def test_hub_backbone_records_are_named_after_the_backbone(tmp_path, monkeypatch
     assert clip.name == "ViT-B/16" == backbone_label("ViT-B/16")
     assert vt.load_clip(str(tmp_path / "weights" / "openai--clip-vit-base-patch16")).name == \
         "openai--clip-vit-base-patch16"                                      # a local folder: its name
+
+
+def test_a_checkpoint_without_its_vocabulary_is_refused(tmp_path):
+    import shutil
+
+    from vtclip.backbones import POCKET_DIR
+
+    folder = shutil.copytree(POCKET_DIR, tmp_path / "no-vocab")
+    for name in ("vocab.json", "merges.txt", "tokenizer.json"):
+        (folder / name).unlink(missing_ok=True)
+    with pytest.raises(WeightsUnavailableError, match=r"knows 2 tokens but the text encoder expects 8706"):
+        vt.load_clip(str(folder))
 
 
 def test_missing_local_dir_is_an_unknown_name(tmp_path):

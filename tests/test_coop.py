@@ -67,6 +67,7 @@ def test_class_specific_context_has_one_per_class(clip):
     model = build_method("coop", make_ctx(clip), n_ctx=3, csc=True)
     assert model.ctx.shape[:2] == (len(NAMES), 3)
     assert model(images(clip), None).shape == (6, len(NAMES))
+    assert not torch.equal(model.ctx[0], model.ctx[1])          # each class draws its own context (CoOp)
 
 
 def test_training_through_the_text_tower_improves_train_accuracy(clip):

@@ -113,6 +113,12 @@ def load_hf_clip(name_or_dir: str, spatial: str = "raw", dtype: torch.dtype = to
         raise WeightsUnavailableError(
             f"Could not load CLIP weights for {name_or_dir!r}: {err}\nLooked in {where}.{help_}"
         ) from err
+    vocab = model.config.text_config.vocab_size
+    if len(tokenizer) < vocab:   # e.g. vocab.json / merges.txt missing: every word would be the unknown token
+        raise WeightsUnavailableError(
+            f"The tokenizer of {name_or_dir!r} knows {len(tokenizer)} tokens but the text encoder expects "
+            f"{vocab}: its vocabulary files (vocab.json and merges.txt, or tokenizer.json) are missing or "
+            f"incomplete in {source}. Copy them from the same checkpoint.")
     tag = weights_tag or (repo_id or f"local:{path.resolve().name}:{weights_digest(path)}")
     # records are named after the backbone: a local directory by its folder name, else the name given
     # ("ViT-B/16", not the last part of that string, which a record-name lookup would never find)

@@ -89,8 +89,13 @@ def load_open_clip(name: str, spatial: str = "raw", dtype: torch.dtype = torch.f
     if not pretrained:
         source = None
     try:
+        # OpenAI trained every CLIP with QuickGELU; open_clip's plain "RN50" config builds nn.GELU (and
+        # only warns), which would put every text feature off. OpenAI's own RN50.pt is a TorchScript
+        # archive, which torch.load refuses under weights_only=True: a file the user placed from
+        # OpenAI's release is trusted and loaded in full.
         model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=source, cache_dir=str(cache), device=device)
+            name, pretrained=source, cache_dir=str(cache), device=device, force_quick_gelu=True,
+            weights_only=not local.is_file())
     except Exception as err:  # open_clip raises RuntimeError/OSError/HF errors when offline
         raise WeightsUnavailableError(
             f"Could not load OpenAI weights for {name}: {err}\n"

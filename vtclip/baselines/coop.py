@@ -118,9 +118,10 @@ def build_coop(ctx, n_ctx: int = 16, ctx_init: str | None = None, csc: bool = Fa
         if n_ctx < 1:
             raise ValueError(f"n_ctx must be >= 1, got {n_ctx}")
         width = tower.embed(tower.tokenize(["x"])).shape[-1]
-        vectors = torch.randn(n_ctx, width) * init_std                     # (M, W), CoOp's init
+        shape = (len(ctx.classnames), n_ctx, width) if csc else (n_ctx, width)
+        vectors = torch.randn(*shape) * init_std             # (M, W), or (K, M, W) drawn per class: CoOp's init
         prefix = " ".join(["X"] * n_ctx)                                   # placeholders, replaced
-    if csc:
+    if csc and vectors.ndim == 2:                                          # from ctx_init: every class starts there
         vectors = vectors.expand(len(ctx.classnames), -1, -1)             # (K, M, W)
     token_ids = tower.tokenize([fill(prefix + " {}.", c) for c in ctx.classnames])   # (K, L)
     check_context_slot(tower, token_ids, prefix, n_ctx)
