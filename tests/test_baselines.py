@@ -171,6 +171,19 @@ def test_tip_adapter_search_uses_the_paper_grid_and_val(task):
     assert model.keys.shape == (len(train), 16)
 
 
+def test_tip_adapter_searches_the_dataset_s_official_scale(task):
+    from dataclasses import replace
+
+    train, val, test, text = task
+    ctx = make_ctx(train, val, text)
+    assert build_method("tip-adapter", ctx).config["search_scale"] == [7.0, 3.0]          # no config: default
+    assert build_method("tip-adapter", replace(ctx, dataset="dtd")).config["search_scale"] == [13.0, 13.0]
+    chosen = build_method("tip-adapter-f", replace(ctx, dataset="fgvc_aircraft")).config
+    assert chosen["search_scale"] == [30.0, 30.0] and chosen["chosen"]["alpha"] < 30.0
+    assert build_method("tip-adapter", replace(ctx, dataset="dtd"), search_scale=(2.0, 2.0)).config[
+        "search_scale"] == [2.0, 2.0]                                                     # given: kept
+
+
 def test_tip_adapter_f_trains_only_the_keys_and_improves(task):
     train, val, _, text = task
     model = build_method("tip-adapter-f", make_ctx(train, val, text), alpha=1.0, beta=1.0)

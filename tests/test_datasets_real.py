@@ -311,3 +311,16 @@ def test_book_appendix_is_generated_from_the_registry():
     text = appendix.render()
     assert all(f"(`{name}`)" in text for name in REAL)
     assert appendix.OUT.read_text(encoding="utf-8") == text, "run: python -m vtclip.datasets.appendix"
+
+
+@pytest.mark.parametrize("row,message", [
+    ("Abyssinian_99", "IndexError"),                        # a line without its label
+    ("Abyssinian_99 40 1 1", r"labels \[39\] outside 0..36"),  # a label Pets does not have
+])
+def test_damaged_annotations_are_explained_not_a_traceback(tmp_path, row, message):
+    make("oxford_pets", tmp_path)
+    path = tmp_path / "oxford_pets/annotations/test.txt"
+    path.write_text(path.read_text() + row + "\n")
+    with pytest.raises(ValueError, match=message) as err:
+        get_dataset("oxford_pets").split("test", tmp_path)
+    assert "fetch them again" in str(err.value) and str(tmp_path / "oxford_pets") in str(err.value)

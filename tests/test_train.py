@@ -190,3 +190,11 @@ def test_paper_preset_follows_tip_adapter_f_own_schedule():
 
     opt, _ = make_optimizer([torch.nn.Parameter(torch.zeros(2))], cfg, steps_per_epoch=1)
     assert opt.param_groups[0]["eps"] == 1e-4 and opt.param_groups[0]["weight_decay"] == 0.01
+
+
+def test_skip_bad_images_on_a_rendered_dataset_changes_nothing(tiny_hf_dir, capsys):
+    args = ("zeroshot", "--backbone", str(tiny_hf_dir), "--dataset", "toy-colours", "--json")
+    code, out, _ = _run(capsys, *args)
+    code_skip, out_skip, _ = _run(capsys, *args, "--skip-bad-images")
+    rec, rec_skip = json.loads(out.strip().splitlines()[-1]), json.loads(out_skip.strip().splitlines()[-1])
+    assert code == code_skip == 0 and rec["top1"] == rec_skip["top1"] and rec_skip["n_test"] == rec["n_test"]

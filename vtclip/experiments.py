@@ -40,7 +40,7 @@ class Task:
         """What a method is built from: this task's backbone, class names, prompts and texts, and
         the given train / val features."""
         return MethodContext(self.clip, self.spec.classnames, list(self.spec.templates), self.text,
-                             self.clip.logit_scale, train, val)
+                             self.clip.logit_scale, train, val, self.spec.name)
 
     def split(self, name: str):
         """A split of this task's dataset, honouring ``skip_bad_images``."""

@@ -29,6 +29,7 @@ class MethodContext:
     logit_scale: float           # CLIP's temperature
     train: FeatureSet            # few-shot training features (V views)
     val: FeatureSet | None       # few-shot validation features, for hyper-parameter choices
+    dataset: str = ""            # the dataset's registry name, for per-dataset settings of a method's paper
 
 
 class ZeroShot(nn.Module):

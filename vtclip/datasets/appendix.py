@@ -90,6 +90,11 @@ integer arithmetic, so a seed gives the same images on every machine and NumPy v
 shots always contain the 8 of the same seed. The val set is sub-sampled to `min(k, 4)` images per
 class (`few_shot_val`), as in CoOp. Asking for more shots than a class has raises an error that
 lists the classes and their counts.
+
+The split files above are the published ones; the few-shot draws are not. CoOp draws its shots
+with Python's `random` seeded per run, so its 16 images of a class for seed 1 are not ours: the
+protocol (how many, how many seeds, which split they come from) is the same, the particular images
+differ, and so can the numbers by a seed's spread.
 """
 
 OUTRO = """## Your own images

@@ -108,12 +108,14 @@ class DatasetSpec:
         """Load one split ("train", "val" or "test").
 
         ``skip_bad_images=True`` decodes every image first and leaves the unreadable ones out, with a
-        warning; their paths are in the returned dataset's ``dropped_images`` (record them).
+        warning; their paths are in the returned dataset's ``dropped_images`` (record them). Datasets
+        rendered in memory (the Pocket suite, ``toy-colours``) have no files to fail, so there it
+        changes nothing.
         """
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         ds = self.build(split, root)
-        if skip_bad_images:
+        if skip_bad_images and isinstance(ds, ImageFiles):
             ds, dropped = drop_bad_images(ds)
             if dropped:
                 warnings.warn(f"{self.name}/{split}: left out {len(dropped)} unreadable image(s), "

@@ -198,8 +198,26 @@ def load_splits(layout: Layout, loc: Location) -> SplitData:
             if absent:
                 raise FileNotFoundError(
                     f"{layout.name}: no split file {loc.folder / layout.split_file} and the annotations to "
-                    f"make CoOp's split are missing: {', '.join(map(str, absent))}.\n{how_to_get(layout)}")
-            _CACHE[key] = layout.read(loc.folder, loc.image_dir, SPLIT_SEED)
+                    f"make CoOp's split are missing: {', '.join(map(str, absent))}.\n"
+                    f"{how_to_get(layout, loc.folder.parent)}")
+            from scipy.io.matlab import MatReadError
+
+            try:
+                data = layout.read(loc.folder, loc.image_dir, SPLIT_SEED)
+            except (IndexError, KeyError, TypeError, MatReadError) as err:   # FileNotFoundError: already explained
+                # a line without its label, a class the release does not have, a .mat that is not one
+                raise ValueError(
+                    f"{layout.name}: could not read the annotations in {loc.folder} "
+                    f"({', '.join(layout.annotations)}): {type(err).__name__}: {err}. The files are "
+                    f"damaged or of another release than CoOp's; fetch them again.\n"
+                    f"{how_to_get(layout, loc.folder.parent)}") from err
+            k = len(classnames(layout.name))
+            bad = sorted({y for labels in data.labels.values() for y in labels if not 0 <= y < k})
+            if bad:
+                raise ValueError(f"{layout.name}: the annotations in {loc.folder} give labels {bad[:5]} outside "
+                                 f"0..{k - 1} (after making them 0-based): damaged or another release's files; "
+                                 f"fetch them again.\n{how_to_get(layout, loc.folder.parent)}")
+            _CACHE[key] = data
     return _CACHE[key]
 
 
