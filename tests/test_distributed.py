@@ -34,10 +34,11 @@ def _rank_main(rank: int, world: int, init_file: str, clip_dir: str, cache_dir: 
 
 
 def test_shards_cover_every_index_once():
-    for n, world in [(11, 2), (10, 3), (4, 4), (7, 1)]:
+    for n, world in [(11, 2), (10, 3), (4, 4), (7, 1), (10, 8), (5, 4), (6, 4)]:
         parts = [range(n)[distributed.shard(n, r, world)] for r in range(world)]
         assert [i for p in parts for i in p] == list(range(n))
         assert max(len(p) for p in parts) == math.ceil(n / world)
+        assert min(len(p) for p in parts) >= 1               # ceil-sized shards left (10, 8) ranks 5-7 empty
 
 
 def test_two_gloo_processes_equal_single_process(tiny_hf_dir, tmp_path):

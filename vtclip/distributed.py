@@ -48,15 +48,18 @@ def init(backend: str | None = None) -> tuple[int, int, torch.device]:
 
 
 def shard(n: int, rank: int, world: int) -> slice:
-    """Rank ``rank``'s contiguous part of ``n`` items: ceil(n / world) each, the last one shorter."""
-    size = math.ceil(n / world)
-    return slice(min(rank * size, n), min((rank + 1) * size, n))
+    """Rank ``rank``'s contiguous part of ``n`` items, balanced: sizes differ by at most one, so no
+    rank is left empty while ``n >= world`` (an empty rank would fail while the others wait)."""
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
 
 
 def gather_rows(part: torch.Tensor, n: int, world: int, comm_device: torch.device) -> torch.Tensor | None:
     """Concatenate every rank's ``part`` (rows of shard ``r``) on rank 0: (n, ...) there, None elsewhere.
 
-    Collective gathers need equal shapes, so each part is padded to ceil(n / world) rows first.
+    Collective gathers need equal shapes, so each part is padded to ceil(n / world) rows first and
+    trimmed back to its shard's length on rank 0.
     """
     size = math.ceil(n / world)
     padded = torch.zeros(size, *part.shape[1:], dtype=part.dtype, device=comm_device)
@@ -65,7 +68,8 @@ def gather_rows(part: torch.Tensor, n: int, world: int, comm_device: torch.devic
     dist.gather(padded, bucket, dst=0)
     if dist.get_rank() != 0:
         return None
-    return torch.cat(bucket)[:n].cpu()                                    # (n, ...) in index order
+    parts = [b[:len(range(n)[shard(n, r, world)])] for r, b in enumerate(bucket)]
+    return torch.cat(parts).cpu()                                         # (n, ...) in index order
 
 
 def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views: int = 1,
@@ -118,10 +122,14 @@ def extract_run(clip, dataset: str, shots: int | None, seed: int, views: int, da
     """Fill the caches a ``vtclip train`` run reads: test split; K-shot train (views) and val."""
     from .datasets import few_shot, few_shot_val, get_dataset
 
+    from .datasets.base import check_draw
+
     spec = get_dataset(dataset)
+    if shots is not None:
+        check_draw(shots, seed)                   # before any work: --shots 0 is a mistake, not "no shots"
     test = spec.split("test", data_root)
     extract(clip, test, dataset_name=spec.name, split="test", progress=progress)
-    if shots:
+    if shots is not None:
         train, val = spec.split("train", data_root), spec.split("val", data_root)
         extract(clip, train, dataset_name=spec.name, split="train", views=views, augment=True, seed=seed,
                 indices=few_shot(train.labels, shots, seed, spec.num_classes), progress=progress)
