@@ -86,3 +86,15 @@ def test_fp16_store_and_mmap(tiny_hf, toy_test, tmp_path):
     assert half.spatial.dtype == torch.float16
     torch.testing.assert_close(half.spatial.float(), full.spatial, atol=2e-2, rtol=1e-2)
     assert features.cache_size_bytes(3, 1, 16, 32, 24, "float16") == 3 * (16 * 32 * 2 + 24 * 4)
+
+
+def test_key_names_the_data_root_and_the_device(tiny_hf):
+    from vtclip.datasets.base import ImageFiles
+
+    a, b = (ImageFiles(f"/data/{r}", ["cat/1.jpg"], [0], ["cat"]) for r in ("root-a", "root-b"))
+    def key(ds):
+        return features.cache_key(tiny_hf, "mine", "test", ds, [0], 1, False, None, "float32")
+
+    digest = lambda ds: features.key_digest(key(ds))                       # noqa: E731
+    assert digest(a) != digest(b) and digest(a) == digest(ImageFiles("/data/root-a", ["cat/1.jpg"], [0], ["cat"]))
+    assert key(a)["device"] == "cpu"

@@ -113,10 +113,17 @@ def encode_views(clip, dataset, indices, transform, views: int, seed: int | None
 
 def cache_key(clip, dataset_name: str, split: str, dataset, indices, views: int,
               augment: bool, seed: int | None, store_dtype: str) -> dict:
-    """Everything that changes the features, as a JSON-able dict."""
+    """Everything that changes the features, as a JSON-able dict.
+
+    Images are named by ``dataset.ident`` (a path relative to the dataset's root, or a render seed),
+    so the root itself is part of the key: two data roots with the same layout are two datasets. The
+    device type is too (a GPU's convolutions do not give a CPU's features bit for bit).
+    """
     idents = hashlib.sha1("\n".join(dataset.ident(int(i)) for i in indices).encode()).hexdigest()
     transform = view_transform(clip, dataset, augment)
+    root = getattr(dataset, "root", None)
     return {"format": CACHE_FORMAT, "backbone": clip.name, "weights": clip.weights_tag,
+            "device": clip.device.type, "root": str(Path(root).resolve()) if root is not None else None,
             "spatial": clip.spatial_mode, "precision": str(clip.dtype), "dataset": dataset_name,
             "split": split, "n_images": len(indices), "images_sha1": idents,
             "transform": repr(transform), "views": views, "augment": augment,
