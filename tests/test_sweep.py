@@ -4,6 +4,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from vtclip.sweep import run_sweep
 
 
@@ -66,6 +68,9 @@ def test_sweep_variants_are_separate_records_with_their_options(tiny_hf_dir, tmp
     assert [r["value"] for r in rows] == [1, 8]                # values without records are left out
     assert rows[0]["datasets"]["toy-colours"][0] == records["heads1"]["top1"]
     assert rows[0]["average"] == records["heads1"]["top1"]     # one dataset: its mean
+    other = {**records["heads1"], "shots": 4}                    # a record of another grid
+    with pytest.raises(ValueError, match=r"mix \(backbone, shots\)"):
+        table(load_records(out) + [other], "heads")
     from vtclip.ablations import markdown
 
     md = markdown(load_records(out), ["heads", "residual"]).splitlines()

@@ -57,6 +57,10 @@ def table(records, group: str) -> list[dict]:
     Mean and std over seeds per dataset; "average" is the mean over datasets of the seed means (only
     when every dataset has records). Values with no records are left out.
     """
+    grids = {(r["backbone"], r["shots"]) for r in records if r.get("variant")}
+    if len(grids) > 1:
+        raise ValueError(f"an ablation table reads one grid, but the records mix (backbone, shots) "
+                         f"{sorted(grids)}: pass the records of one")
     by = defaultdict(list)
     for r in records:
         if r.get("variant"):

@@ -4,7 +4,9 @@ The few-shot protocol trains on K images per class and scores the last epoch on 
 never shows *when* a method gets better or worse. A dataset's train split has more images than the
 K drawn, though, and those are labelled images no run trains on: the **dev split** (here, every
 train image outside the seed's K-shot draw, one un-augmented view). ``vtclip curves`` trains a
-method exactly as ``vtclip train`` does and scores it after every epoch on the K-shot draw itself,
+method as ``vtclip train`` does (same features, preset, builder and trainer; one model with the
+options given, so no option is chosen on val from ``methods.VAL_GRIDS``, and a method's
+``after_fit`` step, such as Tip-Adapter-F's re-search, is not run) and scores it after every epoch on the K-shot draw itself,
 on the protocol's small val draw (min(K, 4) per class) and on the dev split -- and never loads the
 test split. That makes it a tool for diagnosing a method (does it overfit? would a setting help?)
 that cannot leak test accuracy into the decision.
