@@ -81,3 +81,27 @@ def test_bad_folders_are_explained(tmp_path):
         folder_dataset(tmp_path)
     with pytest.raises(FileNotFoundError):
         folder_dataset(tmp_path / "nope")
+
+
+def test_classes_outside_train_and_stray_split_folders_are_refused(tmp_path):
+    for split, cls in (("train", "x"), ("test", "x"), ("test", "fox")):
+        write_images(tmp_path / "a" / split / cls, 2)
+    with pytest.raises(ValueError, match=r"test has class folder\(s\) \['fox'\] that .*train lacks"):
+        folder_dataset(tmp_path / "a")
+    for cls in ("x", "y", "val"):
+        write_images(tmp_path / "b" / cls, 4)
+    with pytest.raises(ValueError, match="has val/ beside class folders but not both train/ and test/"):
+        folder_dataset(tmp_path / "b")
+
+
+def test_data_check_finds_files_a_split_json_lists_but_the_folder_lacks(tmp_path, capsys):
+    from vtclip.cli import main
+
+    for cls in ("x", "y"):
+        write_images(tmp_path / cls, 2)
+    rows = [["x/img00.png", 0, "x"], ["y/img09.png", 1, "y"]]          # y/img09.png does not exist
+    (tmp_path / "split.json").write_text(json.dumps({"train": rows, "val": rows, "test": rows}))
+    assert main(["data", "check", str(tmp_path)]) == 1
+    assert "listed image(s) missing" in capsys.readouterr().out
+    (tmp_path / "y" / "img09.png").write_bytes((tmp_path / "y" / "img00.png").read_bytes())
+    assert main(["data", "check", str(tmp_path)]) == 0

@@ -60,15 +60,15 @@ def _check_real(spec, args, report: dict) -> int:
         print(f"  cannot make the split: {err}")
         return 1
     report.update(split_source=data.source, sizes=data.sizes())
-    return _check_files(loc.image_dir, data, spec, report)
+    return _check_files(loc.image_dir, data.paths, report, spec.extra.get("sizes"))
 
 
-def _check_files(image_dir: Path, data, spec, report: dict) -> int:
-    """Every listed image must exist; print sizes next to CoOp's."""
-    expected = spec.extra.get("sizes") or {}
+def _check_files(image_dir: Path, paths: dict, report: dict, coop_sizes: dict | None = None) -> int:
+    """Every listed image must exist; print the sizes (next to CoOp's, for its datasets)."""
+    expected = coop_sizes or {}
     for s in SPLITS:
-        print(f"  {s:<5} {len(data.paths[s]):>8} images" + (f"  (CoOp: {expected[s]})" if s in expected else ""))
-    missing = [p for s in SPLITS for p in _missing_files(image_dir, data.paths[s])]
+        print(f"  {s:<5} {len(paths[s]):>8} images" + (f"  (CoOp: {expected[s]})" if s in expected else ""))
+    missing = [p for s in SPLITS for p in _missing_files(image_dir, paths[s])]
     report["missing"] = missing
     if missing:
         print(f"  {len(missing)} listed image(s) missing, e.g.:\n" + "\n".join(f"    {p}" for p in missing[:5]))
@@ -96,10 +96,11 @@ def cmd_check(args) -> int:
     else:
         print(f"{spec.name}: {spec.description or spec.kind}")
         code = 0
-        if spec.kind == "folder":
+        if spec.kind == "folder":      # a split.json may list files that are not there
             report["split_source"] = spec.extra["split_source"]
             report["sizes"] = spec.extra["sizes"]
-            print(f"  split: {spec.extra['split_source']}, sizes {spec.extra['sizes']}")
+            print(f"  split: {spec.extra['split_source']}")
+            code = _check_files(Path(spec.extra["path"]), {s: spec.split(s).paths for s in SPLITS}, report)
     if code == 0 and args.images:
         code = _check_decoding(spec, args, report)
     if code == 0:

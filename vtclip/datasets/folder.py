@@ -1,7 +1,8 @@
 """Bring your own images: any ImageFolder-style directory is a dataset (``get_dataset("path/to/dir")``).
 
 Layouts, checked in this order:
-- ``split.json`` in the directory: CoOp's split-file format, paths relative to the directory;
+- ``split.json`` in the directory: CoOp's split-file format, paths relative to the directory (the
+  class names and their order still come from the class folders, as below, and must match it);
 - ``train/<class>/*`` and ``test/<class>/*`` (optional ``val/<class>/*``): those splits; without
   ``val/``, 20% of each class's train images become val;
 - ``<class>/*``: one folder per class, split per class 50/20/30 (train/val/test).
@@ -99,7 +100,17 @@ def read_folder_splits(root: Path, seed: int = SPLIT_SEED) -> tuple[list[str], S
     has_splits = (root / "train").is_dir() and (root / "test").is_dir()
     folders = _class_folders(root / "train" if has_splits else root)
     if not has_splits:
-        folders = [f for f in folders if f not in SPLITS]
+        stray = [f for f in folders if f in SPLITS]
+        if stray:                 # e.g. val/ or test/ beside class folders: a split folder or a class?
+            raise ValueError(f"{root} has {', '.join(s + '/' for s in stray)} beside class folders but not both "
+                             "train/ and test/: use train/<class>/ and test/<class>/ (optional val/<class>/), "
+                             "or one folder per class with no split folders")
+    else:
+        for s in ("test", "val"):
+            extra = sorted(set(_class_folders(root / s)) - set(folders)) if (root / s).is_dir() else []
+            if extra:             # classes come from train/: these would be dropped without a word
+                raise ValueError(f"{root / s} has class folder(s) {extra[:5]} that {root / 'train'} lacks; "
+                                 "every class needs training images: add them to train/ or remove them")
     if not folders:
         raise ValueError(f"{root} has no class folders: put the images of each class in their own "
                          "sub-folder (<dir>/<class>/*.jpg), or in train/<class>/ and test/<class>/")
