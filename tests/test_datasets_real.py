@@ -205,6 +205,16 @@ def test_split_file_of_another_dataset_is_refused(tmp_path):
         read_split_file(path, classnames("dtd"))
 
 
+def test_two_swapped_labels_are_refused_not_warned(tmp_path):
+    names = list(classnames("dtd"))
+    rows = [[f"{i}.jpg", i, n] for i, n in enumerate(names)]
+    rows[0][2], rows[1][2] = names[1], names[0]            # 2 of 47 differ: under the spelling tolerance
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({s: rows for s in ("train", "val", "test")}))
+    with pytest.raises(ValueError, match="label 0 is called 'blotchy' there, which is vtclip's name of label 1"):
+        read_split_file(path, names)
+
+
 def test_generated_split_depends_on_names_not_listing_order():
     paths = [f"c{y}/img{i}.jpg" for y in range(3) for i in range(10)]
     labels = [y for y in range(3) for _ in range(10)]

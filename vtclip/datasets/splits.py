@@ -76,6 +76,12 @@ def _check_names(seen: dict[int, str], classnames: Sequence[str], path: Path) ->
     if not diff:
         return
     shown = "; ".join(f"label {y}: file says {c!r}, vtclip says {ours!r}" for y, c, ours in diff[:5])
+    swapped = [(y, c, z) for y, c, _ in diff for z, ours in enumerate(classnames) if z != y and same_name(c, ours)]
+    if swapped:                   # not a spelling: the file's name for y is our name for another label
+        y, c, z = swapped[0]
+        raise ValueError(f"{path}: label {y} is called {c!r} there, which is vtclip's name of label {z} "
+                         f"({len(swapped)} such label(s)): the file's label order differs from this "
+                         "dataset's; it belongs to another dataset or version.")
     if len(diff) > max(1, len(seen) // 10):
         raise ValueError(f"{path}: {len(diff)} of {len(seen)} class names differ from this dataset's "
                          f"label order ({shown}); it belongs to another dataset or version.")
