@@ -98,3 +98,10 @@ def test_key_names_the_data_root_and_the_device(tiny_hf):
     digest = lambda ds: features.key_digest(key(ds))                       # noqa: E731
     assert digest(a) != digest(b) and digest(a) == digest(ImageFiles("/data/root-a", ["cat/1.jpg"], [0], ["cat"]))
     assert key(a)["device"] == "cpu"
+
+
+def test_augmented_extraction_leaves_the_callers_random_state_alone(tiny_hf, toy_test, tmp_path):
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    _extract(tiny_hf, toy_test, tmp_path, indices=[1, 2], views=2, augment=True, seed=3, cache=False)
+    assert torch.equal(torch.get_rng_state(), state)      # a cache miss consumes nothing a hit would not

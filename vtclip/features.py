@@ -97,16 +97,22 @@ class _Views(Dataset):
         view, k = divmod(j, len(self.indices))
         i = int(self.indices[k])
         img = self.dataset.load_image(i)
-        if self.seed is not None:   # a fixed seed per (seed, view, image): same crops everywhere
+        if self.seed is None:
+            return self.transform(img)
+        # a fixed seed per (seed, view, image): the same crops everywhere. fork_rng restores the
+        # caller's random state afterwards, so what runs next (a head's initialisation, say) does not
+        # depend on whether the features came from the cache or were just extracted.
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed((self.seed * 1_000_003 + view * 100_003 + i) % 2**63)
-        return self.transform(img)
+            return self.transform(img)
 
 
 def encode_views(clip, dataset, indices, transform, views: int, seed: int | None, batch_size: int,
                  workers: int, desc: str, progress: bool, store_dtype: str = "float32"):
     """Encode ``views`` views of ``dataset[indices]``: pooled (V, N, D), spatial (V, N, HW, C), grid."""
     loader = DataLoader(_Views(dataset, indices, transform, views, seed), batch_size=batch_size,
-                        num_workers=workers, pin_memory=clip.device.type == "cuda")
+                        num_workers=workers, pin_memory=clip.device.type == "cuda",
+                        generator=torch.Generator().manual_seed(0))   # its base seed: not from the caller's RNG
     pooled, spatial, grid = _encode_all(clip, loader, desc, progress, getattr(torch, store_dtype))
     return (pooled.unflatten(0, (views, len(indices))), spatial.unflatten(0, (views, len(indices))), grid)
 
