@@ -6,7 +6,8 @@ K drawn, though, and those are labelled images no run trains on: the **dev split
 train image outside the seed's K-shot draw, one un-augmented view). ``vtclip curves`` trains a
 method as ``vtclip train`` does (same features, preset, builder and trainer; one model with the
 options given, so no option is chosen on val from ``methods.VAL_GRIDS``, and a method's
-``after_fit`` step, such as Tip-Adapter-F's re-search, is not run) and scores it after every epoch on the K-shot draw itself,
+``after_fit`` step, such as Tip-Adapter-F's re-search, is not run) and scores it after every epoch
+on the K-shot draw itself,
 on the protocol's small val draw (min(K, 4) per class) and on the dev split -- and never loads the
 test split. That makes it a tool for diagnosing a method (does it overfit? would a setting help?)
 that cannot leak test accuracy into the decision.
@@ -131,9 +132,9 @@ def load_curves(folder) -> list[dict]:
 
 
 def summary(records) -> list[dict]:
-    """Per (method, backbone, variant, dataset, shots): zero-shot dev, dev at the last epoch, the best epoch of the mean dev
-    curve, and dev at the epoch the val draw would pick (first best val accuracy), each a mean over
-    seeds (std over seeds for the last epoch).
+    """Per (method, backbone, variant, dataset, shots): zero-shot dev, dev at the last epoch, the best
+    epoch of the mean dev curve, and dev at the epoch the val draw would pick (first best val
+    accuracy), each a mean over seeds (std over seeds for the last epoch).
 
     "Best epoch" looks at dev accuracy, so it is an oracle -- an upper bound on what any stopping
     rule could reach, not something a run can use.

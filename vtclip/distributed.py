@@ -120,9 +120,7 @@ def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views
 def extract_run(clip, dataset: str, shots: int | None, seed: int, views: int, data_root=None,
                 progress: bool = True) -> None:
     """Fill the caches a ``vtclip train`` run reads: test split; K-shot train (views) and val."""
-    from .datasets import few_shot, few_shot_val, get_dataset
-
-    from .datasets.base import check_draw
+    from .datasets.base import check_draw, few_shot, few_shot_val, get_dataset
 
     spec = get_dataset(dataset)
     if shots is not None:

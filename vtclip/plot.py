@@ -168,12 +168,11 @@ def dev_curves(records: Sequence[dict], variants: Sequence[str] | None = None,
                             color=f"C{variants.index(v)}")
             ax.fill_between(xs, dev.min(0), dev.max(0), color=line.get_color(), alpha=0.15, lw=0)
             low = min(low, dev.mean(0).min())
-            train = np.array([[h["train_acc"] for h in r["history"]] for r in rs]).mean(0)
-            if x == "step":
-                ax.plot(xs, train, color=line.get_color(), lw=0.7, ls=":", label=f"train ({(labels or {}).get(v, v)})")
+            if x == "step" or v == present[0]:    # by step: every variant's own; by epoch: the first's, grey
+                train = np.array([[h["train_acc"] for h in r["history"]] for r in rs]).mean(0)
+                colour, lw, ls = (line.get_color(), 0.7, ":") if x == "step" else ("0.6", 0.8, "-")
+                ax.plot(xs, train, color=colour, lw=lw, ls=ls, label=f"train ({(labels or {}).get(v, v)})")
             if v == present[0]:
-                if x == "epoch":
-                    ax.plot(xs, train, color="0.6", lw=0.8, label=f"train ({(labels or {}).get(v, v)})")
                 zs = np.mean([r["zeroshot"]["dev_acc"] for r in rs])
                 ax.axhline(zs, color="k", ls="--", lw=1, label="zero-shot")
                 low = min(low, zs)

@@ -4,7 +4,8 @@
 
 Each method is built as a sweep builds it (same cached few-shot features, same defaults, on the
 backbone's device) and trained by the shared trainer (``train.fit``) with its own paper preset's
-optimiser and batch size (CoOp's schedule, or Tip-Adapter-F's own), for a few epochs only: the cost of an epoch does not depend on how many epochs follow it. An epoch's time
+optimiser and batch size (CoOp's schedule, or Tip-Adapter-F's own), for a few epochs only: the
+cost of an epoch does not depend on how many epochs follow it. An epoch's time
 is ``fit``'s history ``"seconds"`` (the training steps, no evaluation). We report the median over
 the timed epochs (each run's first epoch, which pays one-time costs, is left out) and each
 method's ratio to VT-CLIP. Methods are timed in ``rounds`` alternating orders so that a slow spell
@@ -76,7 +77,8 @@ def epoch_times(backbone: str = "pocket", dataset: str = "pocket-compositions", 
             row[f"ratio_to_{REFERENCE}"] = round(row["seconds_per_epoch"] / ref, 2)
     return {"what": "training time per epoch: median of train.fit's history 'seconds' over the timed epochs "
                     "(each run's first epoch left out)",
-            "backbone": backbone, "weights": task.clip.weights_tag, "dataset": task.spec.name, "shots": shots, "seed": seed,
+            "backbone": backbone, "weights": task.clip.weights_tag, "dataset": task.spec.name,
+            "shots": shots, "seed": seed,
             "num_classes": task.spec.num_classes, "preset": "paper (each method's own)",
             "epochs_per_round": epochs, "rounds": rounds,
             "reference": REFERENCE, "methods": rows, "device": str(task.clip.device),

@@ -122,10 +122,8 @@ def make_optimizer(params, cfg: TrainConfig, steps_per_epoch: int):
     """Optimizer and a per-step LR schedule: constant warm-up, then cosine to zero."""
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    elif cfg.optimizer == "adamw":
+    else:                             # "adamw": TrainConfig refuses any other optimizer
         opt = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
-    else:
-        raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {cfg.optimizer!r}")
     warm = cfg.warmup_epochs * steps_per_epoch
     total = max(1, cfg.epochs * steps_per_epoch - warm)
 

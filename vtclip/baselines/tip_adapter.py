@@ -14,7 +14,8 @@ the balance that alpha means is the paper's. alpha and beta are searched on the 
 over Tip-Adapter's grid: beta in [0.1, B), 200 steps, alpha in [0.1, A), 20 steps, the first best
 wins, where (B, A) is the official config's ``search_scale`` for the dataset (``SEARCH_SCALES``:
 (7, 3) for ImageNet and Oxford Pets, (13, 13) DTD, (12, 10) EuroSAT, (30, 30) FGVC Aircraft). For
-the other six datasets and for the Pocket suite we had no official config to read and use (7, 3). The official code searches ImageNet's alpha, beta on its test set and Tip-Adapter-F picks
+the other six datasets and for the Pocket suite we had no official config to read and use (7, 3).
+The official code searches ImageNet's alpha, beta on its test set and Tip-Adapter-F picks
 its epoch on the test set; here hyper-parameters come from val only and the last epoch is kept.
 
 Tip-Adapter-F makes the keys a learnable linear layer initialised from the cache and fine-tunes it
