@@ -26,6 +26,7 @@ def test_sweep_resumes_records_failures_and_summarises(tiny_hf_dir, tmp_path):
     with open(out / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert {(r["method"], r["n_seeds"]) for r in rows} == {("zeroshot", "3"), ("vtclip", "3")}
+    assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]      # summary written via a temp file
 
 
 def test_sweep_refuses_to_resume_records_of_other_weights(tiny_hf_dir, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import os
 import sys
 import traceback
 from collections import defaultdict
@@ -114,10 +115,12 @@ def summarize(folder) -> list[dict]:
             for (m, var, b, d, k), v in sorted(groups.items())]
     if rows:
         path = Path(folder) / "summary.csv"
-        with open(path, "w", newline="") as f:
+        tmp = path.with_name(f".summary.csv.tmp-{os.getpid()}")   # atomic: two sweeps may share a folder
+        with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
+        tmp.replace(path)
     return rows
 
 
