@@ -52,8 +52,8 @@ def accuracy_vs_shots(rows: Sequence[dict], title: str = "", ax=None) -> plt.Fig
         ks = sorted(per_shot)
         mean = np.array([np.mean(per_shot[k]) for k in ks])
         std = np.array([np.std(per_shot[k]) for k in ks])
-        ax.plot(ks, mean, "o-", color=colour, label=label)
-        ax.fill_between(ks, mean - std, mean + std, color=colour, alpha=0.15, lw=0)
+        line, = ax.plot(ks, mean, "o-", color=colour, label=label)     # colour None: the next in the cycle
+        ax.fill_between(ks, mean - std, mean + std, color=line.get_color(), alpha=0.15, lw=0)
     ax.set_xscale("log", base=2)
     ax.set_xticks(all_shots, [str(k) for k in all_shots])
     ax.set(xlabel="shots per class", ylabel="top-1 (%)", title=title)
