@@ -184,6 +184,14 @@ def test_tip_adapter_searches_the_dataset_s_official_scale(task):
         "search_scale"] == [2.0, 2.0]                                                     # given: kept
 
 
+def test_every_benchmark_dataset_has_tip_adapter_s_official_scale():
+    from vtclip.baselines.tip_adapter import SEARCH_SCALES
+    from vtclip.datasets.real import SPECS
+
+    assert set(SEARCH_SCALES) == set(SPECS)          # a renamed dataset would fall back to (7, 3) silently
+    assert SEARCH_SCALES["oxford_flowers"] == (50.0, 50.0) and SEARCH_SCALES["caltech101"] == (12.0, 5.0)
+
+
 def test_tip_adapter_f_trains_only_the_keys_and_improves(task):
     train, val, _, text = task
     model = build_method("tip-adapter-f", make_ctx(train, val, text), alpha=1.0, beta=1.0)

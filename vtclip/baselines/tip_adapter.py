@@ -12,9 +12,9 @@ We write ``logit_scale`` for the paper's 100 and scale the cache term by ``logit
 with OpenAI's CLIPs (logit_scale = 100) the logits are the paper's exactly, and for other models
 the balance that alpha means is the paper's. alpha and beta are searched on the validation split
 over Tip-Adapter's grid: beta in [0.1, B), 200 steps, alpha in [0.1, A), 20 steps, the first best
-wins, where (B, A) is the official config's ``search_scale`` for the dataset (``SEARCH_SCALES``:
-(7, 3) for ImageNet and Oxford Pets, (13, 13) DTD, (12, 10) EuroSAT, (30, 30) FGVC Aircraft). For
-the other six datasets and for the Pocket suite we had no official config to read and use (7, 3).
+wins, where (B, A) is the official config's ``search_scale`` for the dataset (``SEARCH_SCALES``,
+one entry per benchmark dataset: from (7, 3) for ImageNet to (50, 50) for Flowers102). Datasets
+without an official config, the Pocket suite among them, use (7, 3).
 The official code searches ImageNet's alpha, beta on its test set and Tip-Adapter-F picks
 its epoch on the test set; here hyper-parameters come from val only and the last epoch is kept.
 
@@ -38,10 +38,14 @@ from ..prompts import zero_shot_logits
 #: Tip-Adapter's default search: (largest beta, largest alpha) and their number of steps.
 SEARCH_SCALE = (7.0, 3.0)
 SEARCH_STEP = (200, 20)
-#: The official per-dataset ``search_scale`` (gaopengcuhk/Tip-Adapter, configs/<dataset>.yaml), for
-#: the configs we could read; every other dataset uses SEARCH_SCALE.
+#: The official per-dataset ``search_scale``, (beta's, alpha's), from gaopengcuhk/Tip-Adapter's
+#: configs/<dataset>.yaml. ImageNet, Pets, DTD, EuroSAT and FGVC were read from that repository; the
+#: other six from two forks of it (OE-Heart/Tip-Adapter, HiromasaYamsnishi/tip_adapter), which agree
+#: with each other and with the five official files. Any other dataset uses SEARCH_SCALE.
 SEARCH_SCALES = {"imagenet": (7.0, 3.0), "oxford_pets": (7.0, 3.0), "dtd": (13.0, 13.0),
-                 "eurosat": (12.0, 10.0), "fgvc_aircraft": (30.0, 30.0)}
+                 "eurosat": (12.0, 10.0), "fgvc_aircraft": (30.0, 30.0), "caltech101": (12.0, 5.0),
+                 "stanford_cars": (20.0, 10.0), "oxford_flowers": (50.0, 50.0), "food101": (10.0, 10.0),
+                 "sun397": (12.0, 10.0), "ucf101": (7.0, 3.0)}
 
 
 def search_grid(scale: float, steps: int) -> torch.Tensor:
