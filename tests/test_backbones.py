@@ -180,6 +180,28 @@ def test_a_checkpoint_without_its_vocabulary_is_refused(tmp_path):
         vt.load_clip(str(folder))
 
 
+def test_two_checkpoints_in_same_named_folders_never_share_features(tmp_path):
+    # The weights tag names the folder and fingerprints its weight files; it keys the feature cache and
+    # the records. Two checkpoints in folders of the same name must get different tags and caches.
+    from conftest import tiny_hf_clip_dir
+
+    from vtclip import features
+    from vtclip.datasets import get_dataset
+
+    a = vt.load_clip(str(tiny_hf_clip_dir(tmp_path / "a" / "clip", seed=0)), device="cpu")
+    b = vt.load_clip(str(tiny_hf_clip_dir(tmp_path / "b" / "clip", seed=1)), device="cpu")
+    assert a.name == b.name == "clip" and a.weights_tag != b.weights_tag
+    assert a.weights_tag.startswith("local:clip:")
+    again = vt.load_clip(str(tmp_path / "a" / "clip"), device="cpu")
+    assert again.weights_tag == a.weights_tag                        # same files, same tag
+    ds, cache = get_dataset("toy-colours").split("test"), tmp_path / "cache"
+    run = lambda clip: features.extract(clip, ds, dataset_name="toy-colours", split="test", cache_dir=cache,
+                                        indices=[0, 1], num_workers=0, progress=False)
+    fa, fb = run(a), run(b)
+    assert len(list((cache / "toy-colours").iterdir())) == 2           # b missed a's entry
+    assert not torch.allclose(fa.pooled, fb.pooled)
+
+
 def test_missing_local_dir_is_an_unknown_name(tmp_path):
     with pytest.raises(ValueError, match="Unknown backbone"):
         vt.load_clip(str(tmp_path / "no-such-dir"))

@@ -13,7 +13,7 @@ from vtclip.datasets import DATASETS, BadImageError, get_dataset
 from vtclip.datasets.base import check_images, drop_bad_images
 from vtclip.datasets.classnames import classnames, raw_names
 from vtclip.datasets.real import TEMPLATES
-from vtclip.datasets.splits import read_split_file, split_per_class, split_trainval
+from vtclip.datasets.splits import hash_rank, read_split_file, split_per_class, split_trainval
 from vtclip.prompts import IMAGENET_ENSEMBLE
 
 REAL = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
@@ -195,7 +195,11 @@ def test_split_file_of_another_dataset_is_refused(tmp_path):
     path = tmp_path / "s.json"
     rows = [["a.jpg", 0, "zigzagged"], ["b.jpg", 1, "banded"]]
     path.write_text(json.dumps({"train": rows, "val": rows, "test": rows}))
-    with pytest.raises(ValueError, match="differ"):
+    with pytest.raises(ValueError, match="label 0 is called 'zigzagged' there, which is vtclip's name of label 46"):
+        read_split_file(path, classnames("dtd"))
+    other = [["a.jpg", 0, "aardvark"], ["b.jpg", 1, "bison"]]          # names dtd does not have at all
+    path.write_text(json.dumps({"train": other, "val": other, "test": other}))
+    with pytest.raises(ValueError, match="2 of 2 class names differ from this dataset's label order"):
         read_split_file(path, classnames("dtd"))
     path.write_text(json.dumps({"train": rows}))
     with pytest.raises(ValueError, match="not a CoOp split file"):
@@ -229,6 +233,19 @@ def test_generated_split_depends_on_names_not_listing_order():
     assert len(val) == 12 and not set(train) & set(val)
     with pytest.raises(ValueError, match="at least 3"):
         split_per_class([0, 0], ["a", "b"])
+
+
+def test_generated_splits_are_pinned():
+    # Every record on a dataset without an official split file means "tested on this split": a change
+    # to the hash or to the per-class cut would reshuffle them all silently, so the values are pinned.
+    assert hash_rank(["banded/banded_0002.jpg", "a/abbey/sun_a.jpg"], 1).tolist() == [
+        99397809806978156, 10691007651255771108]
+    paths = [f"c{y}/img{i}.jpg" for y in range(3) for i in range(10)]
+    labels = [y for y in range(3) for _ in range(10)]
+    split = split_per_class(labels, paths)
+    assert split["val"].tolist() == [3, 5, 17, 19, 21, 27]
+    assert split["test"].tolist() == [2, 6, 8, 15, 16, 18, 20, 22, 24]
+    assert split_trainval(labels, paths, n_val=4)[1].tolist() == [0, 4, 7, 9, 11, 12, 13, 14, 23, 25, 26, 28]
 
 
 def test_missing_dataset_error_names_the_expected_path(tmp_path):

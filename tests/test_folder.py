@@ -79,7 +79,7 @@ def test_bad_folders_are_explained(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="without images .*empty"):
         folder_dataset(tmp_path)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="image folder .*nope does not exist"):
         folder_dataset(tmp_path / "nope")
 
 

@@ -158,7 +158,7 @@ def test_suite_is_registered_with_deterministic_disjoint_splits():
         again = spec.split("test")
         assert all(np.array_equal(np.asarray(again.load_image(i)), pixels["test"][i]) for i in range(6))
         assert not any(np.array_equal(a, b) for a in pixels["train"] for b in pixels["test"])
-        with pytest.raises(IndexError):
+        with pytest.raises(IndexError, match=f"val has {len(splits['val'])} images, asked for {len(splits['val'])}"):
             splits["val"].load_image(len(splits["val"]))
 
 

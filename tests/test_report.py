@@ -31,6 +31,23 @@ def test_tables_need_records(tmp_path):
         report.pocket_tables(tmp_path)
 
 
+def test_update_readme_rewrites_only_its_block(tmp_path):
+    records = tmp_path / "records"
+    records.mkdir()
+    _write(records, "vtclip", "pocket-clutter", 16, 1, 61.0)
+    _write(records, "zeroshot", "pocket-clutter", 16, 1, 50.0)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.START}\nstale table\n{report.END}\noutro\n")
+    assert report.update_readme(readme, records) is True
+    assert readme.read_text() == f"intro\n{report.readme_block(records)}\noutro\n"
+    assert "| **VT-CLIP** | 61.0 | 61.0 |" in readme.read_text()
+    assert report.update_readme(readme, records) is False                # already up to date
+    readme.write_text("no block here\n")
+    with pytest.raises(ValueError, match="has no <!-- results:start --> ... <!-- results:end --> block"):
+        report.update_readme(readme, records)
+    assert readme.read_text() == "no block here\n"                       # refused, left as it was
+
+
 def test_readme_results_block_matches_committed_records():
     text = report.README.read_text()
     assert report.START in text, "README lost its generated results block"

@@ -4,9 +4,10 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
-from vtclip.sweep import run_sweep
+from vtclip.sweep import load_records, run_sweep
 
 
 def test_sweep_resumes_records_failures_and_summarises(tiny_hf_dir, tmp_path):
@@ -27,6 +28,20 @@ def test_sweep_resumes_records_failures_and_summarises(tiny_hf_dir, tmp_path):
         rows = list(csv.DictReader(f))
     assert {(r["method"], r["n_seeds"]) for r in rows} == {("zeroshot", "3"), ("vtclip", "3")}
     assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]      # summary written via a temp file
+    for row in rows:                                           # mean and std over the seeds' own records
+        top1 = [r["top1"] for r in load_records(out) if r["method"] == row["method"]]
+        assert len(top1) == 3 and float(row["top1_mean"]) == round(float(np.mean(top1)), 2)
+        assert float(row["top1_std"]) == round(float(np.std(top1)), 2)
+
+
+def test_pocket_means_the_whole_suite():
+    from vtclip.datasets import DATASETS
+    from vtclip.experiments import dataset_names
+
+    suite = dataset_names(["pocket"])                           # the control first, then the gap datasets
+    assert suite == ["pocket-shapes", "pocket-backgrounds", "pocket-clutter", "pocket-compositions"]
+    assert all(DATASETS[d].name == d for d in suite)
+    assert dataset_names(["pocket-clutter", "dtd"]) == ["pocket-clutter", "dtd"]      # names pass through
 
 
 def test_sweep_refuses_to_resume_records_of_other_weights(tiny_hf_dir, tmp_path):
