@@ -69,14 +69,18 @@ def test_two_gloo_processes_equal_single_process(tiny_hf_dir, tmp_path):
     entries = list((cache_dir / "toy-colours").iterdir())
     assert len(entries) == 1
     (entries[0] / "pooled.npy").unlink()            # a hit must read this folder: break it on purpose
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=r"pooled\.npy"):
         features.extract(clip, ds, cache=True, cache_dir=cache_dir, **kw)
 
 
 def test_without_process_group_is_single_process_extract(tiny_hf, tmp_path):
     ds = get_dataset("toy-colours").split("train")
     kw = dict(dataset_name="toy-colours", split="train", indices=INDICES[:3], num_workers=0,
-              progress=False, cache_dir=tmp_path)
-    a = distributed.extract(tiny_hf, ds, **kw)
-    b = features.extract(tiny_hf, ds, **kw)
+              progress=False)
+    a = distributed.extract(tiny_hf, ds, cache_dir=tmp_path, **kw)
+    assert len(list((tmp_path / "toy-colours").iterdir())) == 1          # it wrote the entry, as extract does
+    b = features.extract(tiny_hf, ds, cache=False, **kw)                  # computed afresh, never the entry
     torch.testing.assert_close(a.pooled, b.pooled)
+    torch.testing.assert_close(a.spatial, b.spatial)
+    assert torch.equal(a.labels, b.labels)
+    assert a.labels.tolist() == [int(ds.labels[i]) for i in INDICES[:3]] and a.grid == b.grid

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -35,7 +37,6 @@ def test_cache_hit_miss_and_invalidation(tiny_hf, toy_test, tmp_path):
     assert len(entries) == 1
     # a hit: the stored arrays come back (poison them to prove they are read, not recomputed)
     spatial_file = entries[0] / "spatial.npy"
-    import numpy as np
     np.save(spatial_file, np.zeros_like(np.load(spatial_file)))
     assert torch.count_nonzero(_extract(tiny_hf, toy_test, tmp_path, indices=[1, 2]).spatial) == 0
     # misses: other images, other spatial mode, other views -> new entries
@@ -79,13 +80,55 @@ def test_augmented_views_are_seeded_and_differ(tiny_hf, toy_test, tmp_path):
     assert not torch.allclose(a.spatial[0], a.spatial[1])       # views differ
 
 
+def _entry_of(tmp_path, store_dtype):
+    """The one cache entry of ``tmp_path`` stored as ``store_dtype``."""
+    (entry,) = [e for e in (tmp_path / "toy-colours").iterdir()
+                if json.loads((e / "meta.json").read_text())["key"]["store_dtype"] == store_dtype]
+    return entry
+
+
+def _array_bytes(npy):
+    """Bytes of the array data in an .npy file: its size on disk less its header."""
+    with open(npy, "rb") as fh:
+        major, _ = np.lib.format.read_magic(fh)
+        fmt = np.lib.format
+        (fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0)(fh)
+        return npy.stat().st_size - fh.tell()
+
+
+def _mapped_from(tensor, path) -> bool:
+    """Whether ``tensor``'s data lies in a memory mapping of the file ``path`` (/proc/self/maps)."""
+    ptr, target = tensor.data_ptr(), str(path.resolve())
+    for line in open("/proc/self/maps"):
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].strip() == target:
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            if lo <= ptr < hi:
+                return True
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
 def test_fp16_store_and_mmap(tiny_hf, toy_test, tmp_path):
     full = _extract(tiny_hf, toy_test, tmp_path, indices=[0, 1, 2])
     _extract(tiny_hf, toy_test, tmp_path, indices=[0, 1, 2], store_dtype="float16")
     half = _extract(tiny_hf, toy_test, tmp_path, indices=[0, 1, 2], store_dtype="float16", mmap=True)
     assert half.spatial.dtype == torch.float16
     torch.testing.assert_close(half.spatial.float(), full.spatial, atol=2e-2, rtol=1e-2)
-    assert features.cache_size_bytes(3, 1, 16, 32, 24, "float16") == 3 * (16 * 32 * 2 + 24 * 4)
+    # mmap=True: the spatial tensor's memory is a mapping of the entry's spatial.npy, not a copy
+    assert _mapped_from(half.spatial, _entry_of(tmp_path, "float16") / "spatial.npy")
+    loaded = _extract(tiny_hf, toy_test, tmp_path, indices=[0, 1, 2], store_dtype="float16")   # a hit, no mmap
+    assert not _mapped_from(loaded.spatial, _entry_of(tmp_path, "float16") / "spatial.npy")
+    torch.testing.assert_close(loaded.spatial, half.spatial, atol=0, rtol=0)
+    # cache_size_bytes: the bytes of the pooled + spatial arrays an entry really holds on disk
+    v, n, hw, c = full.spatial.shape
+    d = full.pooled.shape[-1]
+    assert (v, n, hw, c, d) == (1, 3, 16, 32, tiny_hf.embed_dim)
+    for store_dtype in ("float16", "float32"):
+        entry = _entry_of(tmp_path, store_dtype)
+        on_disk = sum(_array_bytes(entry / f) for f in ("pooled.npy", "spatial.npy"))
+        assert on_disk == sum(np.load(entry / f).nbytes for f in ("pooled.npy", "spatial.npy"))
+        assert features.cache_size_bytes(n, v, hw, c, d, store_dtype) == on_disk, store_dtype
 
 
 def test_key_names_the_data_root_and_the_device(tiny_hf):

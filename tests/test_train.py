@@ -1,6 +1,7 @@
 """The trainer, checkpoints, result records and the CLI's errors."""
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -44,13 +45,24 @@ def test_training_improves_train_accuracy():
 
 
 def test_fit_is_deterministic_under_a_seed():
+    """cfg.seed alone fixes view sampling, batch order and dropout: the global RNG's state going into
+    ``fit`` changes nothing, and another cfg.seed changes the run."""
     feats, text = local_pattern_task()
-    runs = []
-    for _ in range(2):
-        torch.manual_seed(0)
-        model = VTCLIP(text, 50.0, d_visual=24, heads=4)
-        runs.append([round(h["loss"], 6) for h in fit(model, feats, TrainConfig.smoke(epochs=4, seed=7))])
-    assert runs[0] == runs[1]
+    torch.manual_seed(0)
+    init = VTCLIP(text, 50.0, d_visual=24, heads=4, dropout=0.1)      # one initialisation for every run
+
+    def run(global_seed, cfg_seed):
+        model = copy.deepcopy(init)
+        torch.manual_seed(global_seed)                                 # whatever ran before fit
+        history = fit(model, feats, TrainConfig.smoke(epochs=4, seed=cfg_seed))
+        return [(h["loss"], h["train_acc"]) for h in history], model.state_dict()
+
+    (h1, w1), (h2, w2) = run(11, 7), run(12345, 7)
+    assert h1 == h2
+    assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
+    h3, w3 = run(11, 8)
+    assert [loss for loss, _ in h3] != [loss for loss, _ in h1]
+    assert not all(torch.equal(w1[k], w3[k]) for k in w1)
 
 
 def test_epoch_on_val_keeps_the_first_best_val_epoch():
@@ -115,17 +127,33 @@ def _run(capsys, *argv):
 
 
 def test_cli_zeroshot_and_train_json(tiny_hf_dir, tmp_path, capsys):
+    import vtclip as vt
+    from vtclip import features
+    from vtclip.backbones.hf import weights_digest
+    from vtclip.datasets import get_dataset
+    from vtclip.methods import ZeroShot
+    from vtclip.prompts import text_classifier
+
     code, out, _ = _run(capsys, "zeroshot", "--backbone", str(tiny_hf_dir), "--dataset", "toy-colours", "--json")
     rec = json.loads(out.strip().splitlines()[-1])
     assert code == 0 and isinstance(rec["top1"], float) and rec["n_test"] == 64
-    from vtclip.backbones.hf import weights_digest
-
     assert rec["weights"] == f"local:{tiny_hf_dir.name}:{weights_digest(tiny_hf_dir)}"   # which checkpoint
+    # the record's top1 is the test accuracy, computed here on its own: fresh features, no cache
+    clip = vt.load_clip(str(tiny_hf_dir), device="cpu")
+    spec = get_dataset("toy-colours")
+    test = features.extract(clip, spec.split("test"), dataset_name=spec.name, split="test", cache=False,
+                            num_workers=0, progress=False)
+    assert len(test) == 64
+    zeroshot = ZeroShot(text_classifier(clip, spec.classnames, spec.templates), clip.logit_scale)
+    assert rec["top1"] == round(evaluate(zeroshot, test)["top1"], 2)
     code, out, _ = _run(capsys, "train", "--backbone", str(tiny_hf_dir), "--dataset", "toy-colours",
                         "--shots", "4", "--preset", "smoke", "--out", str(tmp_path), "--save-head", "--json")
     rec = json.loads(out.strip().splitlines()[-1])
     assert code == 0 and rec["method"] == "vtclip" and rec["shots"] == 4 and rec["config"]["train"]["epochs"] == 3
     assert len(list(tmp_path.glob("*.json"))) == 1 and len(list(tmp_path.glob("*.safetensors"))) == 1
+    # ... and for the trained method, the test accuracy of the head saved next to the record
+    (head,) = tmp_path.glob("*.safetensors")
+    assert rec["n_test"] == 64 and rec["top1"] == round(evaluate(load_checkpoint(head), test)["top1"], 2)
     code, _, err = _run(capsys, "train", "--backbone", str(tiny_hf_dir), "--dataset", "toy-colours",
                         "--shots", "4", "--preset", "smoke", "--out", str(tmp_path))
     assert code == 2 and "already exists" in err
@@ -192,9 +220,69 @@ def test_paper_preset_follows_tip_adapter_f_own_schedule():
     assert opt.param_groups[0]["eps"] == 1e-4 and opt.param_groups[0]["weight_decay"] == 0.01
 
 
-def test_skip_bad_images_on_a_rendered_dataset_changes_nothing(tiny_hf_dir, capsys):
-    args = ("zeroshot", "--backbone", str(tiny_hf_dir), "--dataset", "toy-colours", "--json")
-    code, out, _ = _run(capsys, *args)
-    code_skip, out_skip, _ = _run(capsys, *args, "--skip-bad-images")
-    rec, rec_skip = json.loads(out.strip().splitlines()[-1]), json.loads(out_skip.strip().splitlines()[-1])
-    assert code == code_skip == 0 and rec["top1"] == rec_skip["top1"] and rec_skip["n_test"] == rec["n_test"]
+def _folder_with_a_corrupt_test_image(root):
+    """train/ val/ test/ class folders of noisy swatches (each image different), plus one test file
+    that is not an image. Returns (root, the corrupt file, the number of files under test/)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 2), ("test", 5)):
+        for cls, rgb in (("cat", (200, 60, 60)), ("dog", (60, 60, 200))):
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = np.array(rgb) + rng.normal(0, 60, size=(16, 16, 3))
+                Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
+    bad = root / "test" / "dog" / "broken.png"
+    bad.write_bytes(b"these bytes are not a PNG file\n" * 4)
+    n_test_files = sum(1 for f in (root / "test").rglob("*") if f.is_file())
+    return root.resolve(), bad.resolve(), n_test_files
+
+
+def _test_features_without(clip, spec, bad):
+    """The test split's features computed here, with ``bad`` filtered out by hand (no cache)."""
+    from vtclip import features
+
+    ds = spec.split("test")                                          # every file, the corrupt one too
+    keep = [i for i, p in enumerate(ds.paths) if ds.root / p != bad]
+    assert len(keep) == len(ds.paths) - 1
+    good = copy.copy(ds)
+    good.paths, good.labels = [ds.paths[i] for i in keep], ds.labels[keep]
+    return features.extract(clip, good, dataset_name=spec.name, split="test", cache=False,
+                            num_workers=0, progress=False)
+
+
+def test_skip_bad_images_leaves_out_exactly_the_corrupt_file(tiny_hf_dir, tmp_path, capsys):
+    import vtclip as vt
+    from vtclip.datasets import get_dataset
+    from vtclip.methods import ZeroShot
+    from vtclip.prompts import text_classifier
+
+    root, bad, n_test_files = _folder_with_a_corrupt_test_image(tmp_path / "pets")
+    assert n_test_files == 11
+    zeroshot = ("zeroshot", "--backbone", str(tiny_hf_dir), "--dataset", str(root), "--json")
+    # without the flag: the run stops, and the error names the file
+    code, out, err = _run(capsys, *zeroshot)
+    assert code == 2 and "cannot read image" in err and str(bad) in err and "skip_bad_images" in err
+    # with it: that file, and only it, is left out and recorded
+    with pytest.warns(UserWarning, match="left out 1 unreadable image"):
+        code, out, _ = _run(capsys, *zeroshot, "--skip-bad-images")
+    rec = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and rec["config"]["dropped_images"] == [f"test:{bad}"]
+    assert rec["n_test"] == n_test_files - 1
+    clip = vt.load_clip(str(tiny_hf_dir), device="cpu")
+    spec = get_dataset(str(root))
+    test = _test_features_without(clip, spec, bad)
+    assert rec["top1"] == round(evaluate(ZeroShot(text_classifier(clip, spec.classnames, spec.templates),
+                                                  clip.logit_scale), test)["top1"], 2)
+    # a trained method: same record of the dropped file, scored on the other test images
+    out_dir = tmp_path / "records"
+    with pytest.warns(UserWarning, match="left out 1 unreadable image"):
+        code, out, _ = _run(capsys, "train", "--backbone", str(tiny_hf_dir), "--dataset", str(root), "--shots", "2",
+                            "--preset", "smoke", "--skip-bad-images", "--out", str(out_dir), "--save-head", "--json")
+    rec = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and rec["config"]["dropped_images"] == [f"test:{bad}"]
+    assert rec["n_test"] == n_test_files - 1
+    (head,) = out_dir.glob("*.safetensors")
+    assert rec["top1"] == round(evaluate(load_checkpoint(head), test)["top1"], 2)
