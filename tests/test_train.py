@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from vtclip.cli import main
 from vtclip.experiments import write_record
 from vtclip.features import FeatureSet
-from vtclip.train import TrainConfig, evaluate, fit, load_checkpoint, save_checkpoint
+from vtclip.train import TrainConfig, evaluate, fit, load_checkpoint, predict, save_checkpoint
 from vtclip.vtclip import VTCLIP
 
 
@@ -42,6 +42,21 @@ def test_training_improves_train_accuracy():
     after = evaluate(model, feats)["top1"]
     assert history[-1]["loss"] < history[0]["loss"]
     assert after >= before + 30, (before, after)
+
+
+def test_label_smoothing_reaches_the_loss():
+    # one view and one batch: epoch 1's loss is the smoothed cross-entropy of the untrained head
+    feats, text = local_pattern_task()
+    one = FeatureSet(feats.pooled[:1], feats.spatial[:1], feats.labels, feats.grid)
+    losses = {}
+    for eps in (0.0, 0.3):
+        torch.manual_seed(0)
+        model = VTCLIP(text, 50.0, d_visual=24, heads=4, dropout=0.0)
+        expected = F.cross_entropy(predict(model, one), one.labels, label_smoothing=eps).item()
+        history = fit(model, one, TrainConfig.smoke(epochs=1, batch_size=len(one), label_smoothing=eps))
+        assert history[0]["loss"] == pytest.approx(expected, rel=1e-5), eps
+        losses[eps] = expected
+    assert abs(losses[0.3] - losses[0.0]) > 0.1                 # the two settings are told apart
 
 
 def test_fit_is_deterministic_under_a_seed():
