@@ -84,3 +84,18 @@ def test_without_process_group_is_single_process_extract(tiny_hf, tmp_path):
     torch.testing.assert_close(a.spatial, b.spatial)
     assert torch.equal(a.labels, b.labels)
     assert a.labels.tolist() == [int(ds.labels[i]) for i in INDICES[:3]] and a.grid == b.grid
+
+
+def test_extract_run_fills_exactly_the_caches_a_training_run_reads(tiny_hf, tmp_path):
+    # `python -m vtclip.distributed` is only useful if `vtclip train` then hits every entry it wrote
+    from vtclip import settings
+    from vtclip.experiments import fewshot_features, load_task
+
+    distributed.extract_run(tiny_hf, "toy-colours", shots=2, seed=3, views=2, progress=False)
+    root = settings.home("features", "toy-colours")
+    written = sorted(p.name for p in root.iterdir())
+    assert len(written) == 3                                      # test, K-shot train (2 views), val
+    task = load_task(tiny_hf, "toy-colours", progress=False)
+    train, val = fewshot_features(task, shots=2, seed=3, views=2, progress=False)
+    assert sorted(p.name for p in root.iterdir()) == written       # every read was a hit: nothing new
+    assert train.pooled.shape[:2] == (2, 2 * 4) and len(val) == 2 * 4 and len(task.test) == 64
