@@ -1,6 +1,8 @@
 """The baselines (linear probe, CLIP-Adapter, Tip-Adapter, Tip-Adapter-F) in the shared framework."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,7 +10,7 @@ import torch.nn.functional as F
 from vtclip.baselines import BASELINES, TipAdapter
 from vtclip.baselines.clip_adapter import ALPHA_GRID
 from vtclip.baselines.linear_probe import solve, train_samples
-from vtclip.baselines.tip_adapter import cache_keys, search_grid
+from vtclip.baselines.tip_adapter import SEARCH_SCALE, cache_keys, search_grid
 from vtclip.features import FeatureSet
 from vtclip.methods import METHOD_CLASSES, METHODS, MethodContext, ZeroShot, build_method
 from vtclip.prompts import zero_shot_logits
@@ -55,16 +57,45 @@ def test_every_baseline_is_registered():
         assert METHODS[name] is builder and METHOD_CLASSES[name] is cls and cls.name == name
 
 
+#: What each method trains (CoOp: test_coop.py): the linear probe is solved in closed form and frozen,
+#: CLIP-Adapter trains its two bias-free bottleneck layers, Tip-Adapter nothing, Tip-Adapter-F its keys.
+TRAINED = {"linear-probe": [], "clip-adapter": ["adapter.0.weight", "adapter.2.weight"],
+           "tip-adapter": [], "tip-adapter-f": ["keys"]}
+
+
+def frozen_tensors(ctx, model):
+    """The frozen inputs a method must never train in place: the context's text and cached image
+    features, and the model's own buffers (its copy of the texts, the cache labels, ...)."""
+    feats = [t for split in (ctx.train, ctx.val) for t in (split.pooled, split.spatial)]
+    return [ctx.text, *feats, *model.buffers()]
+
+
+def shared_storage(model, tensors):
+    """Names of trainable parameters whose memory overlaps one of ``tensors`` (views included)."""
+    frozen = {t.untyped_storage().data_ptr() for t in tensors}
+    return [n for n, q in model.named_parameters()
+            if q.requires_grad and q.untyped_storage().data_ptr() in frozen]
+
+
+def test_every_method_s_trained_parameters_are_listed():
+    assert set(TRAINED) == set(BASELINES) - {"coop"}
+
+
 @pytest.mark.parametrize("name", [n for n in BASELINES if n != "coop"])   # CoOp: test_coop.py
 def test_shapes_own_parameters_and_checkpoint_round_trip(task, name, tmp_path):
     train, val, test, text = task
     torch.manual_seed(0)
-    model = build_method(name, make_ctx(train, val, text))
+    ctx = make_ctx(train, val, text)
+    model = build_method(name, ctx)
     p, s = test.pooled[0, :7], test.spatial[0, :7]
     assert model(p, s).shape == (7, len(text))
-    own = {id(q) for q in model.parameters()}
-    assert all(id(q) in own for q in trainable(model))
+    assert [n for n, q in model.named_parameters() if q.requires_grad] == TRAINED[name]
+    assert len(trainable(model)) == len(TRAINED[name])
+    assert shared_storage(model, frozen_tensors(ctx, model)) == []
+    before = [t.clone() for t in frozen_tensors(ctx, model)[:5]]
     fit(model, train, TrainConfig.smoke(epochs=2))
+    for old, now in zip(before, frozen_tensors(ctx, model)[:5]):     # training moved none of them
+        assert torch.equal(old, now)
     again = load_checkpoint(save_checkpoint(model, tmp_path / f"{name}.safetensors"))
     assert type(again) is type(model) and again.config == model.config
     torch.testing.assert_close(again(p, s), model(p, s), atol=0, rtol=0)
@@ -130,6 +161,27 @@ def test_clip_adapter_training_improves_train_accuracy(task):
     assert evaluate(model, train)["top1"] >= before + 15, before
 
 
+def test_clip_adapter_blends_the_adapted_feature_as_the_paper_writes(task):
+    train, val, test, text = task
+    scale, alpha = 37.0, 0.6
+    ctx = make_ctx(train, val, text)
+    model = build_method("clip-adapter", replace(ctx, logit_scale=scale), alpha=alpha)
+    g = torch.Generator().manual_seed(3)
+    w1, w2 = torch.randn(4, 16, generator=g), torch.randn(16, 4, generator=g) / 2
+    with torch.no_grad():
+        model.adapter[0].weight.copy_(w1)
+        model.adapter[2].weight.copy_(w2)
+    p = test.pooled[0, :30]                                              # (30, D), unit norm
+    inner = p @ w1.T                                                     # (30, D/4) before the first ReLU
+    hidden = torch.relu(inner) @ w2.T                                    # (30, D) before the last ReLU
+    assert (inner < 0).any() and (hidden < 0).any() and (hidden > 0).any()   # both ReLUs matter here
+    adapted = alpha * torch.relu(hidden) + (1 - alpha) * p
+    torch.testing.assert_close(model.adapt(p), adapted, atol=1e-6, rtol=1e-5)
+    expected = scale * F.normalize(adapted, dim=-1) @ F.normalize(text, dim=-1).T
+    torch.testing.assert_close(model(p, None), expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(model(p, None), zero_shot_logits(p, text, scale), atol=1e-2)
+
+
 # ---- Tip-Adapter(-F) ----------------------------------------------------------------------------
 def test_tip_adapter_alpha_zero_is_zero_shot(task):
     train, val, test, text = task
@@ -137,6 +189,44 @@ def test_tip_adapter_alpha_zero_is_zero_shot(task):
     p = test.pooled[0]
     torch.testing.assert_close(model(p, None), ZeroShot(text, SCALE)(p))
     assert trainable(model) == [] and model.config["search"] is False
+
+
+def tip_reference(pooled, text, train_pooled, train_labels, alpha, beta, scale, keys=None):
+    """Tip-Adapter's logits written out: keys = each image's views normalised, averaged and
+    renormalised; ``zs + alpha * exp(-beta (1 - f keys^T)) onehot(labels) * scale / 100``."""
+    if keys is None:
+        keys = train_pooled / train_pooled.norm(dim=-1, keepdim=True)    # (V, N, D)
+        keys = keys.mean(0)
+        keys = keys / keys.norm(dim=-1, keepdim=True)                    # (N, D)
+    f = pooled / pooled.norm(dim=-1, keepdim=True)
+    t = text / text.norm(dim=-1, keepdim=True)
+    onehot = torch.zeros(len(train_labels), len(text))
+    onehot[torch.arange(len(train_labels)), train_labels] = 1.0
+    cache = torch.exp(-beta * (1 - f @ keys.T)) @ onehot                # (B, K)
+    return scale * f @ t.T + alpha * cache * scale / 100
+
+
+@pytest.mark.parametrize("name", ["tip-adapter", "tip-adapter-f"])
+def test_tip_adapter_logits_match_the_paper_s_formula(task, name):
+    train, val, test, text = task
+    g = torch.Generator().manual_seed(5)
+    # views of different norms: the keys must normalise every view before averaging
+    raw = train.pooled * (0.5 + 2 * torch.rand(train.pooled.shape[:2] + (1,), generator=g))
+    train_raw = FeatureSet(raw, train.spatial, train.labels, train.grid)
+    ctx = replace(make_ctx(train_raw, val, text), logit_scale=37.0)
+    model = build_method(name, ctx, alpha=0.7, beta=3.0)
+    p = 2.5 * test.pooled[0, :40]                                        # not unit norm either
+    expected = tip_reference(p, text, raw, train.labels, 0.7, 3.0, 37.0)
+    torch.testing.assert_close(model(p, None), expected, atol=1e-5, rtol=1e-5)
+    naive = F.normalize(raw.mean(0), dim=-1)                             # average first: other keys
+    assert not torch.allclose(model.keys, naive, atol=1e-3)
+    cache = expected - zero_shot_logits(p, text, 37.0)
+    assert cache.abs().max() > 0.1                                       # the cache term is not negligible
+    if name == "tip-adapter-f":                                          # tuned keys are used as they are
+        with torch.no_grad():
+            model.keys.add_(0.3 * torch.randn(model.keys.shape, generator=g))
+        expected = tip_reference(p, text, None, train.labels, 0.7, 3.0, 37.0, keys=model.keys.detach())
+        torch.testing.assert_close(model(p, None), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_tip_adapter_search_needs_val_or_fixed_values(task):
@@ -172,14 +262,16 @@ def test_tip_adapter_search_uses_the_paper_grid_and_val(task):
 
 
 def test_tip_adapter_searches_the_dataset_s_official_scale(task):
-    from dataclasses import replace
-
     train, val, test, text = task
     ctx = make_ctx(train, val, text)
     assert build_method("tip-adapter", ctx).config["search_scale"] == [7.0, 3.0]          # no config: default
     assert build_method("tip-adapter", replace(ctx, dataset="dtd")).config["search_scale"] == [13.0, 13.0]
-    chosen = build_method("tip-adapter-f", replace(ctx, dataset="fgvc_aircraft")).config
-    assert chosen["search_scale"] == [30.0, 30.0] and chosen["chosen"]["alpha"] < 30.0
+    config = build_method("tip-adapter-f", replace(ctx, dataset="fgvc_aircraft")).config
+    assert config["search_scale"] == [30.0, 30.0]
+    chosen = config["chosen"]
+    assert chosen["alpha"] in search_grid(30.0, 20).tolist() and chosen["beta"] in search_grid(30.0, 200).tolist()
+    # on this task val prefers a strong cache: an alpha beyond the default grid, [0.1, 3)
+    assert chosen["alpha"] > SEARCH_SCALE[1]
     assert build_method("tip-adapter", replace(ctx, dataset="dtd"), search_scale=(2.0, 2.0)).config[
         "search_scale"] == [2.0, 2.0]                                                     # given: kept
 
@@ -218,11 +310,20 @@ def test_every_baseline_runs_through_run_method(tiny_hf):
     from vtclip.experiments import load_task, run_method
 
     task = load_task(tiny_hf, "toy-colours", progress=False)
+    # an unbalanced test split (10, 6, 3, 1 images per class): a model that predicts one class
+    # scores 50, 30, 15 or 5 here, never the 25 it scores on the balanced val split
+    labels = task.test.labels
+    keep = torch.cat([(labels == c).nonzero()[:n, 0] for c, n in enumerate((10, 6, 3, 1))])
+    task.test = FeatureSet(task.test.pooled[:, keep], task.test.spatial[:, keep], labels[keep], task.test.grid)
     cfg = TrainConfig.smoke()
     for name in BASELINES:
         options = {"n_ctx": 4} if name == "coop" else {}               # tiny model: 16-token context
         record, model, _ = run_method(task, name, shots=2, seed=1, cfg=cfg, progress=False, **options)
-        assert record["method"] == name and 0 <= record["top1"] <= 100 and model.name == name
+        assert record["method"] == name and model.name == name and record["n_test"] == 20
+        with torch.no_grad():                                          # the returned model, on test
+            logits = model.eval()(task.test.pooled[0].float(), task.test.spatial[0].float())
+        top1 = (logits.argmax(-1) == task.test.labels).float().mean().item() * 100
+        assert record["top1"] == round(top1, 2), (name, record["top1"], top1)
 
 
 def test_run_method_chooses_clip_adapter_alpha_on_val(tiny_hf):

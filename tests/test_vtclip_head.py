@@ -1,6 +1,8 @@
 """The VT-CLIP head: identity at init, shapes, attention, gradients, image-independence."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -69,11 +71,122 @@ def test_image_independent_text_part_is_shared():
     torch.testing.assert_close(batch, alone, atol=1e-5, rtol=1e-5)
 
 
+def _randomise(module, seed=1):
+    """Random non-identity weights: LayerNorm gains around 1, biases ~0.2, linear maps ~1/sqrt(fan_in)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            if p.ndim == 2:
+                p.copy_(noise / p.shape[1] ** 0.5)
+            elif "norm" in name and name.endswith("weight"):
+                p.copy_(1 + 0.3 * noise)
+            else:
+                p.copy_(0.2 * noise)
+    return module
+
+
 def test_no_residual_and_no_self_attention_options():
     text, pooled, spatial = _inputs()
     head = VTCLIPHead(32, 48, heads=4, residual=False, self_attn=False)
     assert head.blocks[0].self_attn is None
     assert torch.count_nonzero(head(text, spatial)) == 0     # only the (zero) update remains
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_no_residual_returns_the_updates_of_the_same_weights(layers):
+    text, pooled, spatial = _inputs()
+    with_res = _randomise(VTCLIPHead(32, 48, heads=4, layers=layers)).eval()
+    without = VTCLIPHead(32, 48, heads=4, layers=layers, residual=False).eval()
+    without.load_state_dict(with_res.state_dict())
+    adapted = with_res(text, spatial)                                   # (B, K, D)
+    assert (adapted - text).abs().max() > 0.1                           # far from identity
+    torch.testing.assert_close(without(text, spatial), adapted - text, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_no_self_attention_is_self_attention_with_a_zero_output(layers):
+    text, pooled, spatial = _inputs()
+    full = _randomise(VTCLIPHead(32, 48, heads=4, layers=layers)).eval()
+    plain = VTCLIPHead(32, 48, heads=4, layers=layers, self_attn=False).eval()
+    missing, unexpected = plain.load_state_dict(full.state_dict(), strict=False)
+    assert missing == [] and unexpected and all(
+        k.split(".")[2] in ("norm_sa", "self_attn") for k in unexpected)  # only the self-attention's
+    assert not torch.allclose(plain(text, spatial), full(text, spatial), atol=1e-3)   # it contributes
+    with torch.no_grad():
+        for block in full.blocks:                                       # silence it, keep its inputs
+            block.self_attn.out_proj.weight.zero_()
+            block.self_attn.out_proj.bias.zero_()
+    torch.testing.assert_close(plain(text, spatial), full(text, spatial), atol=1e-6, rtol=1e-6)
+    with torch.no_grad():                                               # the cached inference path too
+        torch.testing.assert_close(plain(text, spatial), full(text, spatial), atol=1e-6, rtol=1e-6)
+
+
+# ---- an independent reference: the block written out with plain torch ops ----------------------
+def _layer_norm(x, weight, bias, eps=1e-5):
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)                      # biased variance
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+
+def _attention(q, k, v, heads):
+    """Per head: softmax(q k^T / sqrt(d)) v on channel slice h*d:(h+1)*d; heads concatenated.
+
+    q (..., Nq, D), k and v (..., Nk, D) -> (..., Nq, D), maps (..., heads, Nq, Nk)."""
+    d = q.shape[-1] // heads
+    outs, maps = [], []
+    for h in range(heads):
+        sl = slice(h * d, (h + 1) * d)
+        a = torch.softmax(q[..., sl] @ k[..., sl].transpose(-1, -2) / math.sqrt(d), dim=-1)
+        outs.append(a @ v[..., sl])
+        maps.append(a)
+    return torch.cat(outs, dim=-1), torch.stack(maps, dim=-3)
+
+
+def _reference_head(head, text, spatial, heads):
+    """The documented pre-norm decoder block(s), with the head's parameters."""
+    x, maps = text, []
+    for block in head.blocks:
+        P = {n: p.detach() for n, p in block.named_parameters()}
+        if block.self_attn is not None:                                 # texts attend to each other
+            h = _layer_norm(x, P["norm_sa.weight"], P["norm_sa.bias"])
+            wq, wk, wv = P["self_attn.in_proj_weight"].chunk(3)
+            bq, bk, bv = P["self_attn.in_proj_bias"].chunk(3)
+            o, _ = _attention(h @ wq.T + bq, h @ wk.T + bk, h @ wv.T + bv, heads)
+            x = x + o @ P["self_attn.out_proj.weight"].T + P["self_attn.out_proj.bias"]
+        q = _layer_norm(x, P["norm_q.weight"], P["norm_q.bias"]) @ P["q_proj.weight"].T + P["q_proj.bias"]
+        mem = _layer_norm(spatial, P["norm_kv.weight"], P["norm_kv.bias"])          # (B, HW, C)
+        k = mem @ P["k_proj.weight"].T + P["k_proj.bias"]                            # (B, HW, D)
+        v = mem @ P["v_proj.weight"].T + P["v_proj.bias"]
+        o, a = _attention(q, k, v, heads)                               # texts attend to the image
+        maps.append(a)
+        x = x + o @ P["out_proj.weight"].T + P["out_proj.bias"]         # (B, K, D)
+        f = _layer_norm(x, P["norm_ffn.weight"], P["norm_ffn.bias"]) @ P["ffn.0.weight"].T + P["ffn.0.bias"]
+        f = 0.5 * f * (1 + torch.erf(f / math.sqrt(2)))                 # exact GELU
+        x = x + f @ P["ffn.3.weight"].T + P["ffn.3.bias"]
+    return x, maps                                                      # x = Tc + the updates
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_head_matches_a_hand_written_reference(layers):
+    K, D, B, HW, C, heads, scale = 5, 32, 3, 7, 48, 4, 42.0
+    text, pooled, spatial = _inputs(K, D, B, HW, C, seed=2)
+    model = VTCLIP(text, scale, d_visual=C, heads=heads, layers=layers)
+    _randomise(model.head, seed=3).eval()
+    ref, ref_maps = _reference_head(model.head, text, spatial, heads)
+    assert ref.shape == (B, K, D) and (ref - text).abs().max() > 0.1
+    assert ref_maps[0].amax(-1).mean() > 2 / HW                        # attention is far from uniform
+    torch.testing.assert_close(model.head(text, spatial), ref, atol=1e-5, rtol=1e-5)
+    adapted, maps = model.head(text, spatial, return_attention=True)
+    torch.testing.assert_close(adapted, ref, atol=1e-5, rtol=1e-5)
+    for got, want in zip(maps, ref_maps, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(model.head(text, spatial), ref, atol=1e-5, rtol=1e-5)
+    cos = (pooled[:, None] * ref).sum(-1) / (pooled.norm(dim=-1)[:, None] * ref.norm(dim=-1))
+    torch.testing.assert_close(model(pooled, spatial), scale * cos, atol=1e-4, rtol=1e-5)
+    explained = model.explain(pooled, spatial)
+    torch.testing.assert_close(explained["vtclip"], scale * cos, atol=1e-4, rtol=1e-5)
 
 
 def test_bad_heads_and_layers_say_what_to_choose():
