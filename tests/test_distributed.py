@@ -99,3 +99,21 @@ def test_extract_run_fills_exactly_the_caches_a_training_run_reads(tiny_hf, tmp_
     train, val = fewshot_features(task, shots=2, seed=3, views=2, progress=False)
     assert sorted(p.name for p in root.iterdir()) == written       # every read was a hit: nothing new
     assert train.pooled.shape[:2] == (2, 2 * 4) and len(val) == 2 * 4 and len(task.test) == 64
+
+
+def test_main_says_what_is_missing_without_a_traceback(tmp_path, monkeypatch, capsys):
+    # under torchrun a missing checkpoint was a traceback per rank; now the message alone, exit 2
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k, v in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
+                 "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(k, v)
+    code = distributed.main(["--backbone", "RN50", "--dataset", "dtd", "--backend", "gloo"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("python -m vtclip.distributed (rank 0): error: Could not load OpenAI weights for RN50")
+    assert err.rstrip().endswith("weights/RN50.pt.")                  # where to put the file
+    assert not torch.distributed.is_initialized()                  # the group is left cleanly

@@ -118,6 +118,10 @@ def test_pretraining_is_deterministic_and_resumes_exactly(tmp_path):
 
     wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    before = (tmp_path / "a" / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="already holds a finished Pocket CLIP .* Pass --out NEW_DIR"):
+        pretrain(cfg, tmp_path / "a", progress=False)          # a finished checkpoint is never overwritten
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == before
 
 
 @pytest.mark.slow

@@ -279,7 +279,7 @@ def test_skip_bad_images_leaves_out_exactly_the_corrupt_file(tiny_hf_dir, tmp_pa
     zeroshot = ("zeroshot", "--backbone", str(tiny_hf_dir), "--dataset", str(root), "--json")
     # without the flag: the run stops, and the error names the file
     code, out, err = _run(capsys, *zeroshot)
-    assert code == 2 and "cannot read image" in err and str(bad) in err and "skip_bad_images" in err
+    assert code == 2 and "cannot read image" in err and str(bad) in err and "--skip-bad-images" in err
     # with it: that file, and only it, is left out and recorded
     with pytest.warns(UserWarning, match="left out 1 unreadable image"):
         code, out, _ = _run(capsys, *zeroshot, "--skip-bad-images")

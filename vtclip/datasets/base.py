@@ -72,9 +72,10 @@ class ImageFiles(LabeledImages):
                 return im.convert("RGB")
         except (OSError, ValueError) as err:
             raise BadImageError(f"cannot read image {path}: {err}. Remove or replace the file, or "
-                                "load the split with skip_bad_images=True to leave unreadable images out "
-                                "(they are listed in its `dropped_images`); `vtclip data check NAME "
-                                "--images` lists them all.", path=str(path)) from err
+                                "leave unreadable images out with `vtclip train/zeroshot --skip-bad-images` "
+                                "(or split(..., skip_bad_images=True); they are listed in the record's "
+                                "`dropped_images`); `vtclip data check NAME --images` lists them all.",
+                                path=str(path)) from err
 
 
 class BadImageError(OSError):

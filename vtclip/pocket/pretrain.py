@@ -248,6 +248,11 @@ def pretrain(cfg: PocketConfig, out: str | Path, resume: bool = False, progress:
     from tqdm.auto import tqdm
 
     out = Path(out)
+    if (out / "model.safetensors").is_file():
+        raise FileExistsError(
+            f"{out} already holds a finished Pocket CLIP (model.safetensors); pretraining would overwrite it "
+            "and every record measured with it would no longer match its weights. Pass --out NEW_DIR "
+            "(then --backbone NEW_DIR to use it), or move the old checkpoint away.")
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     tokenizer = build_tokenizer(cfg.num_merges, cfg.context_length)
