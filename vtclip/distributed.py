@@ -157,7 +157,7 @@ def main(argv=None) -> int:
         if rank == 0:
             print(f"features of {args.dataset} ({args.backbone}) cached by {world} processes under "
                   f"{settings.home('features')}")
-    except (ValueError, OSError, RuntimeError) as err:     # as `vtclip`'s own commands: one line, exit 2
+    except (ValueError, OSError, RuntimeError) as err:     # as `vtclip`'s own commands: the message, exit 2
         print(f"python -m vtclip.distributed (rank {rank}): error: {err}", file=sys.stderr)
         return 2
     finally:

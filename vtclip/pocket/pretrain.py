@@ -243,7 +243,8 @@ def pretrain(cfg: PocketConfig, out: str | Path, resume: bool = False, progress:
     A resumable checkpoint ``out/resume.pt`` is written every ``cfg.checkpoint_every`` steps and
     removed at the end; ``resume=True`` continues from it (same config required). ``stop_after``
     ends this call after that many steps in all, leaving the checkpoint (returns None). Returns the
-    training record also written to ``out/training.json``.
+    training record also written to ``out/training.json``. An ``out`` that already holds a finished
+    model (``model.safetensors``) is refused: records name the weights they were measured with.
     """
     from tqdm.auto import tqdm
 
