@@ -34,6 +34,16 @@ def test_sweep_resumes_records_failures_and_summarises(tiny_hf_dir, tmp_path):
         assert float(row["top1_std"]) == round(float(np.std(top1)), 2)
 
 
+def test_missing_weights_stop_the_sweep_at_once(tmp_path):
+    from vtclip.backbones import WeightsUnavailableError
+
+    out = tmp_path / "run"
+    with pytest.raises(WeightsUnavailableError, match="RN50.pt"):
+        run_sweep(["zeroshot", "vtclip"], backbone="RN50", datasets=["toy-colours"], shots=[1, 2],
+                  seeds=[1, 2, 3], out=out, preset="smoke", progress=False)
+    assert not (out / "failed").exists()               # not 12 copies of the same failure
+
+
 def test_pocket_means_the_whole_suite():
     from vtclip.datasets import DATASETS
     from vtclip.experiments import dataset_names

@@ -2,7 +2,8 @@
 
 Resumable: a run whose record exists is skipped (never redone, never overwritten), provided the
 records there were measured on the same weights (``experiments.check_same_weights``). A run that fails
-writes ``failed/<record name>`` with the error and the sweep goes on.
+writes ``failed/<record name>`` with the error and the sweep goes on, except when the backbone's
+weights are missing (``WeightsUnavailableError``): no run could succeed, so the sweep stops at once.
 Taught in: chapter 06 (results).
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
     those options chosen on val (``run_method(select=...)``) and the preset changed by ``train``, and
     its records carry ``"variant": name`` (also in the file name, ``method+name__...``).
     """
-    from .backbones import load_clip
+    from .backbones import WeightsUnavailableError, load_clip
 
     out = Path(out)
     for k, seed in itertools.product(shots, seeds):   # before any model loads: a bad draw fails every run
@@ -78,6 +79,8 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
                 record = {**record, "variant": variant}
             write_record(record, out)
             done += 1
+        except WeightsUnavailableError:     # the backbone itself: every other run would fail the same way
+            raise
         except Exception as err:  # recorded with its traceback; the sweep goes on
             failed += 1
             errors.append(f"{label} {dataset} {k}-shot seed {seed}: {type(err).__name__}: {err}")
