@@ -175,11 +175,16 @@ def _command_groups():
         yield getattr(mod, fn)
 
 
+#: What a command reports as its message and exit status 2: bad input, missing files, data or weights.
+#: Any other exception is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, RuntimeError)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (ValueError, OSError, RuntimeError) as err:
+    except USER_ERRORS as err:
         print(f"vtclip {args.command}: error: {err}", file=sys.stderr)
         return 2
 

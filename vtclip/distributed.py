@@ -138,6 +138,7 @@ def extract_run(clip, dataset: str, shots: int | None, seed: int, views: int, da
 def main(argv=None) -> int:
     """``torchrun --nproc_per_node=N -m vtclip.distributed --backbone B --dataset D [--shots K --seed S]``."""
     from .backbones import load_clip
+    from .cli import USER_ERRORS
     from .train import TrainConfig
 
     p = argparse.ArgumentParser(prog="python -m vtclip.distributed", description=__doc__.splitlines()[0])
@@ -157,7 +158,7 @@ def main(argv=None) -> int:
         if rank == 0:
             print(f"features of {args.dataset} ({args.backbone}) cached by {world} processes under "
                   f"{settings.home('features')}")
-    except (ValueError, OSError, RuntimeError) as err:     # as `vtclip`'s own commands: the message, exit 2
+    except USER_ERRORS as err:                     # as `vtclip`'s own commands: the message, exit 2
         print(f"python -m vtclip.distributed (rank {rank}): error: {err}", file=sys.stderr)
         return 2
     finally:
