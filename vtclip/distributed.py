@@ -68,7 +68,7 @@ def gather_rows(part: torch.Tensor, n: int, world: int, comm_device: torch.devic
     dist.gather(padded, bucket, dst=0)
     if dist.get_rank() != 0:
         return None
-    parts = [b[:len(range(n)[shard(n, r, world)])] for r, b in enumerate(bucket)]
+    parts = [b[:s.stop - s.start] for b, s in zip(bucket, (shard(n, r, world) for r in range(world)))]
     return torch.cat(parts).cpu()                                         # (n, ...) in index order
 
 

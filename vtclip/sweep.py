@@ -45,14 +45,13 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
     variants = variants or {None: {}}
     grid = list(itertools.product(datasets, shots, seeds, methods, variants))
     clips, tasks, done, failed, errors = {}, {}, 0, 0, []
-    # resuming: the records already there must come from the same weights
-    check_same_training({out / run_record_name(m, backbone, d, k, s, v):
-                         TrainConfig.preset(preset, dataset_label(d), k, method=m).replace(
+    # resuming: the records already there must come from the same training recipe and weights
+    paths = [out / run_record_name(m, backbone, d, k, s, v) for d, k, s, m, v in grid]
+    check_same_training({path: TrainConfig.preset(preset, dataset_label(d), k, method=m).replace(
                              **variants[v].get("train", {}))
-                         for d, k, s, m, v in grid})
+                         for path, (d, k, s, m, v) in zip(paths, grid)})
     spatial = variants[next(iter(variants))].get("spatial", "raw")
-    clip = check_same_weights([out / run_record_name(m, backbone, d, k, s, v) for d, k, s, m, v in grid],
-                              lambda: load_clip(backbone, spatial=spatial))
+    clip = check_same_weights(paths, lambda: load_clip(backbone, spatial=spatial))
     if clip is not None:
         clips[spatial] = clip
     bar = tqdm(grid, desc="sweep", disable=not progress)
