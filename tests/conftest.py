@@ -91,3 +91,23 @@ def tiny_rn():
     model = tiny_open_clip_model()
     preprocess = open_clip.image_transform(64, is_train=False)
     return OpenCLIPBackbone(model, preprocess, open_clip.get_tokenizer("RN50", context_length=16), "tiny-RN", "random")  # noqa
+
+
+def folder_with_a_corrupt_image(root, split: str = "test"):
+    """train/ val/ test/ class folders of noisy swatches (each image different), plus one file in
+    ``split`` that is not an image. Returns (root, the corrupt file, the number of files in ``split``)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 4), ("val", 2), ("test", 5)):
+        for cls, rgb in (("cat", (200, 60, 60)), ("dog", (60, 60, 200))):
+            folder = root / name / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = np.array(rgb) + rng.normal(0, 60, size=(16, 16, 3))
+                Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
+    bad = root / split / "dog" / "broken.png"
+    bad.write_bytes(b"these bytes are not a PNG file\n" * 4)
+    n_files = sum(1 for f in (root / split).rglob("*") if f.is_file())
+    return root.resolve(), bad.resolve(), n_files

@@ -227,3 +227,37 @@ def test_sweep_refuses_to_resume_records_of_another_recipe(tiny_hf_dir, tmp_path
     assert not list(out.glob("*seed2.json"))                               # nothing ran
     again = run_sweep(["vtclip"], shots=[2], seeds=[1, 2], preset="smoke", **kw)   # same recipe: resumes
     assert (again["ran"], again["failed"]) == (1, 0)
+
+
+def test_sweep_and_curves_skip_bad_images_only_when_asked(tiny_hf_dir, tmp_path, capsys):
+    from conftest import folder_with_a_corrupt_image
+
+    from vtclip.cli import main
+
+    root, bad, n_test = folder_with_a_corrupt_image(tmp_path / "pets")
+    sweep = ["sweep", "--backbone", str(tiny_hf_dir), "--datasets", str(root), "--methods", "zeroshot", "vtclip",
+             "--shots", "2", "--seeds", "1", "--preset", "smoke", "--json"]
+    # without the flag: every run fails, is recorded under failed/ with the file's name, and no record is written
+    assert main([*sweep, "--out", str(tmp_path / "strict")]) == 1
+    failures = [json.loads(p.read_text()) for p in (tmp_path / "strict" / "failed").iterdir()]
+    assert len(failures) == 2 and all(str(bad) in f["error"] and "--skip-bad-images" in f["error"] for f in failures)
+    assert load_records(tmp_path / "strict") == []
+    capsys.readouterr()
+    # with it: both runs finish on the other test images, and their records name the file left out
+    with pytest.warns(UserWarning, match="left out 1 unreadable image"):
+        assert main([*sweep, "--out", str(tmp_path / "lenient"), "--skip-bad-images"]) == 0
+    records = load_records(tmp_path / "lenient")
+    assert sorted(r["method"] for r in records) == ["vtclip", "zeroshot"]
+    assert all(r["config"]["dropped_images"] == [f"test:{bad}"] and r["n_test"] == n_test - 1 for r in records)
+
+    # curves read train and val only: a corrupt train image stops them unless the flag is given
+    root, bad, n_train = folder_with_a_corrupt_image(tmp_path / "cars", split="train")
+    curves = ["curves", "--backbone", str(tiny_hf_dir), "--datasets", str(root), "--shots", "2", "--seeds", "1",
+              "--preset", "smoke", "--json"]
+    assert main([*curves, "--out", str(tmp_path / "c1")]) == 2
+    assert str(bad) in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="left out 1 unreadable image"):
+        assert main([*curves, "--out", str(tmp_path / "c2"), "--skip-bad-images"]) == 0
+    (path,) = (tmp_path / "c2").glob("*.curves.json")
+    rec = json.loads(path.read_text())
+    assert rec["config"]["dropped_images"] == [f"train:{bad}"] and rec["n_train"] + rec["n_dev"] == n_train - 1

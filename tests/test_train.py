@@ -235,26 +235,6 @@ def test_paper_preset_follows_tip_adapter_f_own_schedule():
     assert opt.param_groups[0]["eps"] == 1e-4 and opt.param_groups[0]["weight_decay"] == 0.01
 
 
-def _folder_with_a_corrupt_test_image(root):
-    """train/ val/ test/ class folders of noisy swatches (each image different), plus one test file
-    that is not an image. Returns (root, the corrupt file, the number of files under test/)."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 4), ("val", 2), ("test", 5)):
-        for cls, rgb in (("cat", (200, 60, 60)), ("dog", (60, 60, 200))):
-            folder = root / split / cls
-            folder.mkdir(parents=True)
-            for i in range(n):
-                pixels = np.array(rgb) + rng.normal(0, 60, size=(16, 16, 3))
-                Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
-    bad = root / "test" / "dog" / "broken.png"
-    bad.write_bytes(b"these bytes are not a PNG file\n" * 4)
-    n_test_files = sum(1 for f in (root / "test").rglob("*") if f.is_file())
-    return root.resolve(), bad.resolve(), n_test_files
-
-
 def _test_features_without(clip, spec, bad):
     """The test split's features computed here, with ``bad`` filtered out by hand (no cache)."""
     from vtclip import features
@@ -269,12 +249,14 @@ def _test_features_without(clip, spec, bad):
 
 
 def test_skip_bad_images_leaves_out_exactly_the_corrupt_file(tiny_hf_dir, tmp_path, capsys):
+    from conftest import folder_with_a_corrupt_image
+
     import vtclip as vt
     from vtclip.datasets import get_dataset
     from vtclip.methods import ZeroShot
     from vtclip.prompts import text_classifier
 
-    root, bad, n_test_files = _folder_with_a_corrupt_test_image(tmp_path / "pets")
+    root, bad, n_test_files = folder_with_a_corrupt_image(tmp_path / "pets")
     assert n_test_files == 11
     zeroshot = ("zeroshot", "--backbone", str(tiny_hf_dir), "--dataset", str(root), "--json")
     # without the flag: the run stops, and the error names the file

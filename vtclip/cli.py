@@ -108,9 +108,14 @@ def add_common(p: argparse.ArgumentParser, dataset: bool = True) -> None:
         p.add_argument("--dataset", required=True, help="registered dataset or image-folder path")
     p.add_argument("--data-root", default=None, help="where datasets live (default $VTCLIP_HOME/data)")
     p.add_argument("--spatial", default="raw", choices=["raw", "projected"])
-    p.add_argument("--skip-bad-images", action="store_true",
-                   help="leave unreadable images out (listed in the record) instead of stopping")
+    add_skip_bad_images(p)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+
+def add_skip_bad_images(p: argparse.ArgumentParser) -> None:
+    """``--skip-bad-images``, for every command that reads a dataset's images."""
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave unreadable images out (listed in each record) instead of stopping")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -90,14 +90,19 @@ def run_curves(task: Task, method: str, shots: int, seed: int, cfg: TrainConfig 
             "history": [{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
                         for row in history],
             "train_seconds": round(seconds, 2), "device": device_name(device),
-            "config": {"train": config_dict(cfg), "method": options, "spatial": task.clip.spatial_mode},
+            "config": {"train": config_dict(cfg), "method": options, "spatial": task.clip.spatial_mode,
+                       "dropped_images": task.dropped_images},
             "vtclip_version": _version(),
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 def run_curves_grid(method: str, backbone: str, datasets, shots: int, seeds, out, preset: str = "paper",
-                    variant: str | None = None, data_root=None, progress: bool = True, **options) -> dict:
-    """``run_curves`` for every (dataset, seed) whose record is not in ``out`` yet; returns counts."""
+                    variant: str | None = None, data_root=None, progress: bool = True,
+                    skip_bad_images: bool = False, **options) -> dict:
+    """``run_curves`` for every (dataset, seed) whose record is not in ``out`` yet; returns counts.
+
+    ``skip_bad_images`` leaves unreadable train / val images out (listed in each record's
+    ``config.dropped_images``) instead of stopping."""
     out = Path(out)
     done, skipped = 0, 0
     # resuming: the records already there must come from the same weights
@@ -112,7 +117,8 @@ def run_curves_grid(method: str, backbone: str, datasets, shots: int, seeds, out
                 continue
             if task is None:
                 clip = clip or load_clip(backbone)
-                task = load_task(clip, dataset, data_root=data_root, progress=progress, test=False)
+                task = load_task(clip, dataset, data_root=data_root, progress=progress, test=False,
+                                 skip_bad_images=skip_bad_images)
             cfg = TrainConfig.preset(preset, task.spec.name, shots, method=method, progress=progress)
             record = run_curves(task, method, shots, seed, cfg, variant, progress=progress, **options)
             write_record(record, out, name)
@@ -181,7 +187,8 @@ def cmd_curves(args) -> int:
     options = parse_options(args.option)
     variant = args.variant or (variant_label(options) + ("" if args.preset == "paper" else f"-{args.preset}"))
     result = run_curves_grid(args.method, args.backbone, dataset_names(args.datasets), args.shots, args.seeds, args.out,
-                             args.preset, variant, args.data_root, progress=not args.json, **options)
+                             args.preset, variant, args.data_root, progress=not args.json,
+                             skip_bad_images=args.skip_bad_images, **options)
     print(f"curves: {result['ran']} run(s) done, {result['already_there']} already there, in {args.out}")
     if args.json:
         _print_json({**result, "variant": variant})

@@ -28,8 +28,12 @@ from .train import TrainConfig
 
 
 def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str = "paper",
-              data_root=None, progress: bool = True, variants: dict | None = None) -> dict:
+              data_root=None, progress: bool = True, variants: dict | None = None,
+              skip_bad_images: bool = False) -> dict:
     """Run every missing (method, dataset, shots, seed[, variant]) and rewrite ``summary.csv``.
+
+    ``skip_bad_images`` leaves unreadable images out (each record lists them in
+    ``config.dropped_images``); without it a run that meets one fails and is recorded in ``failed/``.
 
     ``variants`` (ablations, see ``vtclip.ablations``) maps a name to ``{"options": {...}, "spatial":
     "raw"|"projected", "select": {option: [values]}, "train": {TrainConfig field: value}}`` (all
@@ -68,7 +72,7 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
                 clips[spatial] = load_clip(backbone, spatial=spatial)
             if (dataset, spatial) not in tasks:
                 tasks[dataset, spatial] = load_task(clips[spatial], dataset, data_root=data_root,
-                                                    progress=False)
+                                                    progress=False, skip_bad_images=skip_bad_images)
             task = tasks[dataset, spatial]
             cfg = TrainConfig.preset(preset, task.spec.name, k, method=method, progress=False)
             cfg = cfg.replace(**variants[variant].get("train", {}))
@@ -149,7 +153,8 @@ def run_grid(command: str, methods, args, shots, variants=None) -> int:
 
     datasets = dataset_names(args.datasets)
     result = run_sweep(methods, args.backbone, datasets, shots, args.seeds, args.out, args.preset,
-                       args.data_root, progress=not args.json, variants=variants)
+                       args.data_root, progress=not args.json, variants=variants,
+                       skip_bad_images=args.skip_bad_images)
     print(f"{command}: {result['ran']} run(s) done, {result['failed']} failed, "
           f"{result['runs'] - result['ran'] - result['failed']} already there; "
           + (f"summary in {args.out}/summary.csv" if result["summary_rows"] else f"no records in {args.out} yet"))
@@ -170,12 +175,15 @@ def variant_label(options=None, select=None, train=None) -> str:
 
 
 def add_grid_arguments(p, out_example: str) -> None:
-    """The arguments ``vtclip sweep`` and ``vtclip ablate`` share."""
+    """The arguments ``vtclip sweep``, ``ablate`` and ``curves`` share."""
+    from .cli import add_skip_bad_images
+
     p.add_argument("--backbone", default="pocket")
     p.add_argument("--datasets", nargs="+", default=["pocket"], help="names; 'pocket' = the Pocket suite")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--preset", default="paper", choices=["paper", "fast", "smoke"])
     p.add_argument("--data-root", default=None)
+    add_skip_bad_images(p)
     p.add_argument("--out", required=True, help=f"results folder (e.g. {out_example})")
     p.add_argument("--json", action="store_true")
 

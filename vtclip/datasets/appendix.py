@@ -117,13 +117,13 @@ The split uses the same seeded path hash as above, so it is deterministic.
 ## Unreadable images
 
 A corrupt or unreadable file raises `BadImageError`, which names the file. Nothing is skipped
-silently: `vtclip data check NAME --images` lists every unreadable image. `vtclip train` and
-`vtclip zeroshot` with `--skip-bad-images` leave them out with a warning and list them in the
-record's `config.dropped_images`; in Python, `spec.split(split, root, skip_bad_images=True)` does
-the same (the returned dataset's `dropped_images`), and `check_images(dataset)` /
-`drop_bad_images(dataset)` do it by hand, so the dropped paths can be recorded with the results.
-`sweep`, `ablate` and `curves` have no such flag: there an unreadable image fails the run that
-meets it.
+silently: `vtclip data check NAME --images` lists every unreadable image. `vtclip train`,
+`zeroshot`, `sweep`, `ablate` and `curves` with `--skip-bad-images` leave them out with a warning
+and list them in each record's `config.dropped_images` (without the flag, a sweep records the run
+that meets one under `failed/` and goes on). In Python, `spec.split(split, root,
+skip_bad_images=True)` does the same (the returned dataset's `dropped_images`), and
+`check_images(dataset)` / `drop_bad_images(dataset)` do it by hand, so the dropped paths can be
+recorded with the results.
 """
 
 

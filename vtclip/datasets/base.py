@@ -72,9 +72,9 @@ class ImageFiles(LabeledImages):
                 return im.convert("RGB")
         except (OSError, ValueError) as err:
             raise BadImageError(f"cannot read image {path}: {err}. Remove or replace the file, or "
-                                "leave unreadable images out with `vtclip train/zeroshot --skip-bad-images` "
-                                "(or split(..., skip_bad_images=True); they are listed in the record's "
-                                "`dropped_images`); `vtclip data check NAME --images` lists them all.",
+                                "leave unreadable images out with --skip-bad-images (vtclip train, zeroshot, "
+                                "sweep, ablate, curves) or split(..., skip_bad_images=True); they are listed in "
+                                "the record's `dropped_images`. `vtclip data check NAME --images` lists them all.",
                                 path=str(path)) from err
 
 
