@@ -152,10 +152,12 @@ def test_cli_eval_prints_json_last(capsys):
     assert result["backbone"] == "pocket" and row["n_test"] == 16 and row["chance"] == 12.5
 
 
-def test_cli_demo_json_has_the_contract_shape(capsys):
+def test_cli_demo_json_has_the_contract_shape(capsys, tmp_path):
     from vtclip.cli import main
+    from vtclip.sweep import load_records
 
-    assert main(["demo", "--smoke", "--seeds", "1", "2", "--datasets", "pocket-compositions", "--json"]) == 0
+    assert main(["demo", "--smoke", "--seeds", "1", "2", "--datasets", "pocket-compositions", "--json",
+                 "--out", str(tmp_path / "demo")]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["backbone"] == "pocket" and result["shots"] == 16 and result["seeds"] == [1, 2]
     assert result["preset"] == "smoke" and result["seconds"] > 0
@@ -164,6 +166,10 @@ def test_cli_demo_json_has_the_contract_shape(capsys):
     assert abs(row["zeroshot"] - committed["datasets"]["pocket-compositions"]["top1"]) < 0.5
     assert len(row["vtclip_seeds"]) == 2 and row["vtclip"] == pytest.approx(np.mean(row["vtclip_seeds"]), abs=0.01)
     assert row["vtclip_std"] == round(float(np.std(row["vtclip_seeds"])), 2)
+    # one record per seed, in order: seeds 1 and 2 may score alike, so the table alone cannot show
+    # that the demo trained each seed rather than one seed twice
+    records = sorted(load_records(tmp_path / "demo"), key=lambda r: r["seed"])
+    assert [(r["seed"], r["top1"]) for r in records] == list(zip((1, 2), row["vtclip_seeds"], strict=True))
     # cross-check every number against a direct run of the same recipe (smoke preset, 16 shots)
     from vtclip.experiments import load_task, run_method
     from vtclip.methods import ZeroShot
