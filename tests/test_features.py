@@ -148,3 +148,33 @@ def test_augmented_extraction_leaves_the_callers_random_state_alone(tiny_hf, toy
     state = torch.get_rng_state()
     _extract(tiny_hf, toy_test, tmp_path, indices=[1, 2], views=2, augment=True, seed=3, cache=False)
     assert torch.equal(torch.get_rng_state(), state)      # a cache miss consumes nothing a hit would not
+
+
+def test_a_label_corrected_in_the_split_file_is_not_served_stale_from_the_cache(tiny_hf, tmp_path):
+    from PIL import Image
+
+    from vtclip.datasets.folder import folder_dataset
+
+    root = tmp_path / "pets"
+    rows = []
+    for label, cls in enumerate(("cat", "dog")):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8, 3), 40 * i + 100 * label, np.uint8)).save(root / cls / f"{i}.png")
+            rows.append([f"{cls}/{i}.png", label, cls])
+
+    def test_labels():
+        (root / "split.json").write_text(json.dumps({"train": rows, "val": rows, "test": rows}))
+        ds = folder_dataset(root).split("test")
+        return ds, features.extract(tiny_hf, ds, dataset_name="pets", split="test", cache_dir=tmp_path / "cache",
+                                    num_workers=0, progress=False)
+
+    ds, before = test_labels()
+    assert before.labels.tolist() == [0, 0, 0, 1, 1, 1] == list(ds.labels)
+    rows[2] = ["cat/2.png", 1, "dog"]              # the same images, one of them relabelled
+    ds, after = test_labels()
+    assert list(ds.labels) == [0, 0, 1, 1, 1, 1] and after.labels.tolist() == list(ds.labels)
+    torch.testing.assert_close(after.pooled, before.pooled)      # the images did not change, their features neither
+    entries = sorted((tmp_path / "cache" / "pets").iterdir())
+    assert len(entries) == 2                                      # a new entry; the old one is left as it was
+    assert sorted(np.load(e / "labels.npy").tolist() for e in entries) == [[0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 1, 1]]
