@@ -67,6 +67,12 @@ def test_sweep_refuses_to_resume_records_of_other_weights(tiny_hf_dir, tmp_path)
         run_sweep(["zeroshot"], shots=[2], seeds=[1, 2], **kw)
     assert "local:other-checkpoint:0123" in str(err.value) and record["weights"] in str(err.value)
     assert not (out / path.name.replace("seed1", "seed2")).exists()          # nothing ran
+    # extending the folder checks the records already there too, not only the grid's own files:
+    # another seed of the same row, or another method, would sit beside the foreign record
+    for methods, seeds in ((["zeroshot"], [2]), (["vtclip"], [3])):
+        with pytest.raises(ValueError, match="mix two checkpoints"):
+            run_sweep(methods, shots=[2], seeds=seeds, **kw)
+    assert len(list(out.glob("*.json"))) == 1
     path.write_text(json.dumps({k: v for k, v in record.items() if k != "weights"}))
     with pytest.raises(ValueError, match="no weights tag"):
         run_sweep(["zeroshot"], shots=[2], seeds=[1, 2], **kw)
@@ -224,6 +230,8 @@ def test_sweep_refuses_to_resume_records_of_another_recipe(tiny_hf_dir, tmp_path
     run_sweep(["vtclip"], shots=[2], seeds=[1], preset="smoke", **kw)
     with pytest.raises(ValueError, match=r"trained with epochs=3 \(this grid: 20\).*mix two training recipes"):
         run_sweep(["vtclip"], shots=[2], seeds=[1, 2], preset="fast", **kw)
+    with pytest.raises(ValueError, match="mix two training recipes"):     # a new seed of that row: the same
+        run_sweep(["vtclip"], shots=[2], seeds=[2], preset="fast", **kw)
     assert not list(out.glob("*seed2.json"))                               # nothing ran
     again = run_sweep(["vtclip"], shots=[2], seeds=[1, 2], preset="smoke", **kw)   # same recipe: resumes
     assert (again["ran"], again["failed"]) == (1, 0)

@@ -28,7 +28,7 @@ import torch
 from . import features
 from .backbones import load_clip
 from .experiments import (Task, backbone_label, check_same_weights, dataset_label, dataset_names, device_name,
-                          fewshot_features, load_task, record_name, write_record, _version)
+                          fewshot_features, finished_records, load_task, record_name, write_record, _version)
 from .methods import ZeroShot, build_method
 from .train import TrainConfig, config_dict, evaluate, fit
 
@@ -105,9 +105,8 @@ def run_curves_grid(method: str, backbone: str, datasets, shots: int, seeds, out
     ``config.dropped_images``) instead of stopping."""
     out = Path(out)
     done, skipped = 0, 0
-    # resuming: the records already there must come from the same weights
-    clip = check_same_weights([out / curves_name(method, backbone, d, shots, s, variant)
-                               for d in datasets for s in seeds], lambda: load_clip(backbone))
+    # resuming or extending: every curves record of this backbone there must come from the same weights
+    clip = check_same_weights(finished_records(out, backbone, curves=True), lambda: load_clip(backbone))
     for dataset in datasets:
         task = None
         for seed in seeds:

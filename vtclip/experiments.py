@@ -215,12 +215,25 @@ def write_record(record: dict, out: str | Path, name: str | None = None) -> Path
     return path
 
 
+def finished_records(out, backbone: str, curves: bool = False) -> list[Path]:
+    """The records (``curves=True``: the ``*.curves.json`` records) of ``backbone`` already in ``out``."""
+    label = backbone_label(backbone).replace("/", "-")
+    found = sorted(Path(out).glob("*__*__*__*shot__seed*.json"))
+    return [p for p in found if p.name.split("__")[1] == label and p.name.endswith(".curves.json") == curves]
+
+
+def summary_row(path) -> str:
+    """The row of ``summary.csv`` a record file falls in: its name without the seed."""
+    return Path(path).name.rsplit("__seed", 1)[0]
+
+
 def check_same_weights(paths, load_clip):
     """Before resuming a grid: refuse a folder whose finished records were measured on other weights.
 
-    ``paths`` are the grid's record files, finished or not; only if some exist is ``load_clip()``
-    called, and the backbone it returns (or ``None`` when nothing is finished) is handed back for
-    the runs still to do. A resumed grid skips every run whose record exists, so a folder that
+    ``paths`` are record files (``finished_records``: every record of the backbone in the folder, not
+    only the grid's); only if some exist is ``load_clip()`` called, and the backbone it returns (or
+    ``None`` when nothing is finished) is handed back for the runs still to do. A resumed grid skips
+    every run whose record exists and adds its new records beside the others, so a folder that
     already holds records of another checkpoint (say, Pocket CLIP before it was re-shipped) would
     end up mixing two models in one table without a word. Each record carries ``weights`` (the
     backbone's ``weights_tag``); records of another tag, or without one (written before records
@@ -245,11 +258,12 @@ def check_same_weights(paths, load_clip):
 def check_same_training(expected: dict) -> None:
     """Refuse to resume into records trained with another recipe.
 
-    ``expected`` maps a grid's record files to the ``TrainConfig`` the grid would train them with.
-    A resumed grid skips every run whose record exists, so a folder holding (say) ``--preset fast``
-    records, resumed with ``--preset paper``, would mix two schedules in one table. Every finished
-    record's ``config.train`` must equal its expected config, except the seed and the progress bar
-    (fields a record does not have, written before they existed, are not compared).
+    ``expected`` maps record files to the ``TrainConfig`` the grid trains their summary row with:
+    the grid's own files and every other record already in a row the grid adds to (other seeds). A
+    resumed grid skips every run whose record exists, so a folder holding (say) ``--preset fast``
+    records, resumed or extended with ``--preset paper``, would mix two schedules in one row of the
+    table. Every finished record's ``config.train`` must equal its expected config, except the seed
+    and the progress bar (fields a record does not have, written before they existed, are not compared).
     """
     skip = ("seed", "progress")
     for path, cfg in expected.items():

@@ -1,7 +1,9 @@
 """Sweeps: methods x datasets x shots x seeds -> one record per run + ``summary.csv``.
 
-Resumable: a run whose record exists is skipped (never redone, never overwritten), provided the
-records there were measured on the same weights (``experiments.check_same_weights``). A run that fails
+Resumable: a run whose record exists is skipped (never redone, never overwritten), provided every
+record of the backbone there was measured on the same weights (``experiments.check_same_weights``)
+and those in the summary rows the sweep adds to were trained with the same recipe
+(``experiments.check_same_training``). A run that fails
 writes ``failed/<record name>`` with the error and the sweep goes on, except when the backbone's
 weights are missing (``WeightsUnavailableError``): no run could succeed, so the sweep stops at once.
 Taught in: chapter 06 (results).
@@ -21,8 +23,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .datasets.base import check_draw
-from .experiments import (check_same_training, check_same_weights, dataset_label, dataset_names, load_task,
-                          run_method, run_record_name, write_record)
+from .experiments import (check_same_training, check_same_weights, dataset_label, dataset_names, finished_records,
+                          load_task, run_method, run_record_name, summary_row, write_record)
 from .train import TrainConfig
 
 
@@ -49,13 +51,15 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
     variants = variants or {None: {}}
     grid = list(itertools.product(datasets, shots, seeds, methods, variants))
     clips, tasks, done, failed, errors = {}, {}, 0, 0, []
-    # resuming: the records already there must come from the same training recipe and weights
-    paths = [out / run_record_name(m, backbone, d, k, s, v) for d, k, s, m, v in grid]
-    check_same_training({path: TrainConfig.preset(preset, dataset_label(d), k, method=m).replace(
-                             **variants[v].get("train", {}))
-                         for path, (d, k, s, m, v) in zip(paths, grid)})
+    # resuming or extending: the records already there must come from the same weights, and those in
+    # a summary row this grid adds to (any seed) from the same training recipe
+    recipe = {summary_row(run_record_name(m, backbone, d, k, s, v)):
+              TrainConfig.preset(preset, dataset_label(d), k, method=m).replace(**variants[v].get("train", {}))
+              for d, k, s, m, v in grid}
+    finished = finished_records(out, backbone)
+    check_same_training({p: recipe[summary_row(p)] for p in finished if summary_row(p) in recipe})
     spatial = variants[next(iter(variants))].get("spatial", "raw")
-    clip = check_same_weights(paths, lambda: load_clip(backbone, spatial=spatial))
+    clip = check_same_weights(finished, lambda: load_clip(backbone, spatial=spatial))
     if clip is not None:
         clips[spatial] = clip
     bar = tqdm(grid, desc="sweep", disable=not progress)
