@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from vtclip.baselines import BASELINES, TipAdapter
 from vtclip.baselines.clip_adapter import ALPHA_GRID
 from vtclip.baselines.linear_probe import solve, train_samples
-from vtclip.baselines.tip_adapter import SEARCH_SCALE, cache_keys, search_grid
+from vtclip.baselines.tip_adapter import SEARCH_SCALE, SEARCH_STEP, cache_keys, search_grid
 from vtclip.features import FeatureSet
 from vtclip.methods import METHOD_CLASSES, METHODS, MethodContext, ZeroShot, build_method
 from vtclip.prompts import zero_shot_logits
@@ -305,6 +305,30 @@ def test_tip_adapter_f_re_searches_alpha_beta_after_fit(task):
     assert chosen["val_acc"] == pytest.approx(evaluate(model, val)["top1"])
 
 
+
+@pytest.mark.parametrize("given", [{"alpha": 0.5}, {"beta": 4.0}])
+def test_tip_adapter_searches_only_what_is_not_given(task, given):
+    train, val, _, text = task
+    (name, value), = given.items()
+    other = "beta" if name == "alpha" else "alpha"
+    both = build_method("tip-adapter", make_ctx(train, val, text)).config["chosen"]
+    model = build_method("tip-adapter", make_ctx(train, val, text), **given)
+    chosen = model.config["chosen"]
+    assert float(getattr(model, name)) == chosen[name] == value              # kept as given
+    # the other is the best of its grid with this one held: no grid value beats it on val
+    i = ("beta", "alpha").index(other)
+    grid = search_grid(SEARCH_SCALE[i], SEARCH_STEP[i])
+    accs = []
+    for v in grid.tolist():
+        getattr(model, other).fill_(v)
+        accs.append(evaluate(model, val)["top1"])
+    assert chosen["val_acc"] == pytest.approx(max(accs)) and chosen[other] == pytest.approx(grid[accs.index(max(accs))].item())
+    assert chosen[name] != both[name]                                     # not what a full search picks
+    tuned = build_method("tip-adapter-f", make_ctx(train, val, text), **given)
+    fit(tuned, train, TrainConfig.smoke(epochs=2, lr=1e-2))
+    assert float(getattr(tuned, name)) == tuned.after_fit(val)[name] == value   # the re-search keeps it too
+
+
 # ---- end to end: run_method on the toy dataset with a tiny CLIP -------------------------------------
 def test_every_baseline_runs_through_run_method(tiny_hf):
     from vtclip.experiments import load_task, run_method
@@ -324,6 +348,11 @@ def test_every_baseline_runs_through_run_method(tiny_hf):
             logits = model.eval()(task.test.pooled[0].float(), task.test.spatial[0].float())
         top1 = (logits.argmax(-1) == task.test.labels).float().mean().item() * 100
         assert record["top1"] == round(top1, 2), (name, record["top1"], top1)
+        if name.startswith("tip-adapter"):          # the alpha, beta searched on val are in the record
+            searched = record["config"]["searched_on_val"]
+            assert set(searched) == {"alpha", "beta", "val_acc"}
+            if name == "tip-adapter":
+                assert (float(model.alpha), float(model.beta)) == (searched["alpha"], searched["beta"])
 
 
 def test_run_method_chooses_clip_adapter_alpha_on_val(tiny_hf):

@@ -120,6 +120,9 @@ def run_method(task: Task, method: str, shots: int, seed: int, cfg: TrainConfig 
               "dropped_images": task.dropped_images}
     if scores:
         config["selected_on_val"] = {"grid": grid, "val_top1": scores, "chosen": candidate}
+    searched = getattr(model, "config", {}).get("chosen")
+    if searched:                      # e.g. Tip-Adapter's alpha, beta searched on val when it was built
+        config["searched_on_val"] = searched
     if chosen:
         config["after_fit"] = chosen
     if cfg.epoch_on_val:

@@ -101,14 +101,20 @@ class TipAdapter(nn.Module):
         return zs + self.alpha * self.cache_logits(pooled)
 
     @torch.no_grad()
-    def search(self, val: FeatureSet, scale=SEARCH_SCALE, steps=SEARCH_STEP) -> dict:
-        """Set alpha, beta to the best val accuracy on Tip-Adapter's grid; returns the choice."""
+    def search(self, val: FeatureSet, scale=SEARCH_SCALE, steps=SEARCH_STEP, fixed: dict | None = None) -> dict:
+        """Set alpha, beta to the best val accuracy on Tip-Adapter's grid; returns the choice.
+
+        ``fixed`` ({"alpha": a} or {"beta": b}) holds one of them at the given value and searches
+        only the other."""
         if val is None or len(val) == 0:
             raise ValueError(f"{self.name}: searching alpha/beta needs the val split; pass alpha= and "
                              "beta= to fix them instead")
+        fixed = fixed or {}
         pooled = val.pooled[0].to(self.text.device).float()                # (Nv, D)
         labels = val.labels.to(self.text.device)
-        betas, alphas = search_grid(scale[0], steps[0]), search_grid(scale[1], steps[1])
+        grid = {name: torch.tensor([float(fixed[name])]) if name in fixed else search_grid(scale[i], steps[i])
+                for i, name in enumerate(("beta", "alpha"))}
+        betas, alphas = grid["beta"], grid["alpha"]
         zs = zero_shot_logits(pooled, self.text, self.logit_scale)          # (Nv, K)
         acc = torch.empty(len(betas), len(alphas))
         for i, beta in enumerate(betas.tolist()):
@@ -133,7 +139,7 @@ class TipAdapterF(TipAdapter):
         if val is None or not self.config.get("search", True):
             return None
         chosen = self.search(val, self.config.get("search_scale", SEARCH_SCALE),
-                             self.config.get("search_step", SEARCH_STEP))
+                             self.config.get("search_step", SEARCH_STEP), self.config.get("fixed"))
         self.config["chosen_after_fit"] = chosen
         return chosen
 
@@ -141,20 +147,21 @@ class TipAdapterF(TipAdapter):
 def _build(cls, ctx, alpha, beta, search_scale, search_step):
     if search_scale is None:
         search_scale = SEARCH_SCALES.get(getattr(ctx, "dataset", ""), SEARCH_SCALE)
-    search = alpha is None or beta is None
-    config = dict(search=search, search_scale=list(search_scale), search_step=list(search_step))
+    fixed = {k: v for k, v in (("alpha", alpha), ("beta", beta)) if v is not None}
+    search = len(fixed) < 2          # what is not given is searched on val; what is given stays
+    config = dict(search=search, search_scale=list(search_scale), search_step=list(search_step), fixed=fixed)
     model = cls(ctx.text, cache_keys(ctx.train), ctx.train.labels, ctx.logit_scale,
                 1.0 if alpha is None else alpha, 1.0 if beta is None else beta, config)
     model = model.to(ctx.text.device)
     if search:
-        model.config["chosen"] = model.search(ctx.val, search_scale, search_step)
+        model.config["chosen"] = model.search(ctx.val, search_scale, search_step, fixed)
     return model
 
 
 def build_tip_adapter(ctx, alpha: float | None = None, beta: float | None = None,
                       search_scale=None, search_step=SEARCH_STEP) -> TipAdapter:
-    """Training-free Tip-Adapter; alpha, beta searched on val unless both are given (the grid's
-    scale: the dataset's official one, ``SEARCH_SCALES``, unless ``search_scale`` is given)."""
+    """Training-free Tip-Adapter; alpha and beta are searched on val, except one that is given (the
+    grid's scale: the dataset's official one, ``SEARCH_SCALES``, unless ``search_scale`` is given)."""
     return _build(TipAdapter, ctx, alpha, beta, search_scale, search_step)
 
 
