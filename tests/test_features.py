@@ -178,3 +178,21 @@ def test_a_label_corrected_in_the_split_file_is_not_served_stale_from_the_cache(
     entries = sorted((tmp_path / "cache" / "pets").iterdir())
     assert len(entries) == 2                                      # a new entry; the old one is left as it was
     assert sorted(np.load(e / "labels.npy").tolist() for e in entries) == [[0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 1, 1]]
+
+
+def test_pocket_views_are_resized_for_a_backbone_of_another_input_size(tiny_hf, tmp_path):
+    from PIL import Image
+
+    ds = get_dataset("pocket-shapes").split("train")                # 64 px images, "flip" policy
+    assert ds.augment_policy == "flip" and ds.load_image(0).size == (64, 64) and tiny_hf.image_size == 32
+    f = features.extract(tiny_hf, ds, dataset_name="pocket-shapes", split="train", indices=[0, 1], views=4,
+                         augment=True, seed=1, cache_dir=tmp_path, num_workers=0, progress=False)
+    assert f.pooled.shape[:2] == (4, 2) and f.grid == (4, 4)
+    # each view is the backbone's own preprocessing of the image, mirrored or not: nothing else changes
+    for j in (0, 1):
+        img = ds.load_image(j)
+        plain, mirrored = (tiny_hf.encode_image(tiny_hf.preprocess(im)[None]).pooled[0]
+                           for im in (img, img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+        for view in f.pooled[:, j]:
+            assert min((view - plain).abs().max(), (view - mirrored).abs().max()) < 1e-3
+        assert not all(torch.allclose(v, f.pooled[0, j]) for v in f.pooled[1:, j])   # both kinds occur

@@ -56,18 +56,22 @@ def augment_transform(clip, policy: str = "crop-flip") -> T.Compose:
     """Training augmentation, then normalise.
 
     ``"crop-flip"``: CLIP-style random resized crop (scale 0.5-1) + horizontal flip, for photos.
-    ``"flip"``: horizontal flip only, for images whose content must keep its scale and position
-    (the Pocket world: Pocket CLIP only ever saw objects at their rendered scale, centred on its
-    patch lattice; crops move them off it and most views then lose the class).
+    ``"flip"``: the backbone's own resize and centre crop, then a horizontal flip, for images whose
+    content must keep its scale and position (the Pocket world: Pocket CLIP only ever saw objects at
+    their rendered scale, centred on its patch lattice; crops move them off it and most views then
+    lose the class). The resize is a no-op for Pocket CLIP on Pocket images (both 64 px) and lets a
+    backbone of another input size (RN50, ViT-B/16: 224 px) train on them.
     """
     if policy not in AUGMENT_POLICIES:
         raise ValueError(f"unknown augmentation policy {policy!r}; known: {AUGMENT_POLICIES}")
     norm = next(t for t in clip.preprocess.transforms if isinstance(t, T.Normalize))
-    crop = [T.RandomResizedCrop(clip.image_size, scale=(0.5, 1.0),
-                                interpolation=T.InterpolationMode.BICUBIC)] if policy == "crop-flip" else []
+    if policy == "crop-flip":
+        geometry = [T.RandomResizedCrop(clip.image_size, scale=(0.5, 1.0), interpolation=T.InterpolationMode.BICUBIC)]
+    else:
+        geometry = [T.Resize(clip.image_size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(clip.image_size)]
     return T.Compose([
         T.Lambda(lambda im: im.convert("RGB")),
-        *crop,
+        *geometry,
         T.RandomHorizontalFlip(),
         T.ToTensor(),
         T.Normalize(norm.mean, norm.std),
