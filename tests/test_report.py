@@ -9,8 +9,9 @@ from vtclip import report
 from vtclip.experiments import record_name
 
 
-def _write(folder, method, dataset, shots, seed, top1):
-    r = {"method": method, "backbone": "pocket", "dataset": dataset, "shots": shots, "seed": seed, "top1": top1}
+def _write(folder, method, dataset, shots, seed, top1, variant=None):
+    r = {"method": method, "backbone": "pocket", "dataset": dataset, "shots": shots, "seed": seed, "top1": top1,
+         **({"variant": variant} if variant else {})}
     (folder / record_name(r)).write_text(json.dumps(r))
 
 
@@ -19,11 +20,15 @@ def test_tables_average_seeds_and_count_zero_shot_once(tmp_path):
         _write(tmp_path, "vtclip", "pocket-clutter", 16, seed, acc)
         _write(tmp_path, "zeroshot", "pocket-clutter", 16, seed, 50.0)    # the sweep repeats it per cell
     _write(tmp_path, "vtclip", "pocket-clutter", 1, 1, 55.0)
+    for seed in (1, 2, 3):                                                  # a variant in the same folder
+        _write(tmp_path, "vtclip", "pocket-clutter", 16, seed, 10.0, variant="dropout0.5")
     (tmp_path / "zeroshot.json").write_text("{}")                           # not a record: ignored
     text = report.pocket_tables(tmp_path)
     assert "| **VT-CLIP** | 80.0 ± 8.2 | 80.0 |" in text
     assert "| zero-shot CLIP | 50.0 | 50.0 |" in text
     assert "| pocket-clutter | 50.0 | 55.0 | 80.0 ± 8.2 |" in text
+    cells = report.cells(json.loads(p.read_text()) for p in tmp_path.glob("*seed*.json"))
+    assert cells["vtclip+dropout0.5", "pocket-clutter", 16] == [10.0] * 3          # its own cell, not blended
 
 
 def test_tables_need_records(tmp_path):

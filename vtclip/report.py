@@ -26,12 +26,16 @@ METHOD_NAMES = {"zeroshot": "zero-shot CLIP", "linear-probe": "linear probe", "c
 
 
 def cells(records) -> dict:
-    """{(method, dataset, shots): [top1 per seed]} (zero-shot under shots 0)."""
+    """{(method, dataset, shots): [top1 per seed]} (zero-shot under shots 0).
+
+    A record of a variant (``vtclip sweep --option ...``, ablations) counts under
+    ``method+variant``, as in its file name, never under the plain method: a folder holding both
+    does not blend them."""
     out = defaultdict(list)
     seen = set()
     for r in records:
         shots = 0 if r["method"] == "zeroshot" else r["shots"]
-        key = (r["method"], r["dataset"], shots)
+        key = (r["method"] + (f"+{r['variant']}" if r.get("variant") else ""), r["dataset"], shots)
         if r["method"] == "zeroshot":          # one zero-shot number per dataset, however often recorded
             if (key, r["top1"]) in seen:
                 continue
