@@ -105,3 +105,19 @@ def test_data_check_finds_files_a_split_json_lists_but_the_folder_lacks(tmp_path
     assert "listed image(s) missing" in capsys.readouterr().out
     (tmp_path / "y" / "img09.png").write_bytes((tmp_path / "y" / "img00.png").read_bytes())
     assert main(["data", "check", str(tmp_path)]) == 0
+
+
+def test_an_empty_split_folder_is_named_before_any_work(tmp_path, tiny_hf):
+    for split, n in (("train", 3), ("test", 2)):
+        for cls in ("x", "y"):
+            write_images(tmp_path / split / cls, n)
+    (tmp_path / "val" / "x").mkdir(parents=True)                  # a val/ folder without images
+    with pytest.raises(ValueError, match=r"the val split of .* has no images.*remove the empty val/ folder"):
+        folder_dataset(tmp_path)
+    # any empty request to the feature extractor says what is empty, not a torch error
+    from vtclip import features
+
+    spec = get_dataset("toy-colours")
+    with pytest.raises(ValueError, match="toy-colours/val: no images to encode"):
+        features.extract(tiny_hf, spec.split("val"), dataset_name="toy-colours", split="val", indices=[],
+                         cache=False, progress=False)

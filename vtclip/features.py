@@ -179,6 +179,10 @@ def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views
     if views < 1:
         raise ValueError(f"views must be >= 1, got {views}")
     indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
+    if len(indices) == 0:
+        raise ValueError(f"{dataset_name}/{split}: no images to encode (the split, or the draw from it, is "
+                         "empty); `vtclip data check NAME` (a registered name or the image folder's path) shows each "
+                         "split's counts")
     key = cache_key(clip, dataset_name, split, dataset, indices, views, augment, seed, store_dtype)
     entry = entry_dir(key, dataset_name, cache_dir)
     if cache and entry.is_dir():

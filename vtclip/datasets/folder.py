@@ -78,7 +78,12 @@ def _split_folders(root: Path, folders: list[str], seed: int) -> SplitData:
 
 
 def _check_images(root: Path, data: SplitData, folders: list[str]) -> None:
-    """Every class needs images; say which folder is empty."""
+    """Every class and every split needs images; say which folder is empty."""
+    for s in SPLITS:
+        if not data.paths[s]:
+            hint = (" or remove the empty val/ folder (20% of each class's train images then become val)"
+                    if s == "val" else "")
+            raise ValueError(f"the {s} split of {root} has no images: put images in {root / s}/<class>/{hint}")
     counts = [0] * len(folders)
     for s in SPLITS:
         for y in data.labels[s]:
