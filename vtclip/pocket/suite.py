@@ -72,7 +72,7 @@ class PocketImages(LabeledImages):
 
     Training views are flipped, never cropped: Pocket CLIP saw objects only at their rendered
     scale with centres on its 8-px patch lattice, and random resized crops move and rescale them
-    off it (16-shot VT-CLIP then fit only 23-77% of its own cropped training views).
+    off it, so that many cropped views no longer show their class.
     """
 
     augment_policy = "flip"
