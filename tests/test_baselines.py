@@ -322,7 +322,8 @@ def test_tip_adapter_searches_only_what_is_not_given(task, given):
     for v in grid.tolist():
         getattr(model, other).fill_(v)
         accs.append(evaluate(model, val)["top1"])
-    assert chosen["val_acc"] == pytest.approx(max(accs)) and chosen[other] == pytest.approx(grid[accs.index(max(accs))].item())
+    best = max(accs)
+    assert chosen["val_acc"] == pytest.approx(best) and chosen[other] == pytest.approx(grid[accs.index(best)].item())
     assert chosen[name] != both[name]                                     # not what a full search picks
     tuned = build_method("tip-adapter-f", make_ctx(train, val, text), **given)
     fit(tuned, train, TrainConfig.smoke(epochs=2, lr=1e-2))

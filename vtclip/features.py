@@ -58,9 +58,9 @@ def augment_transform(clip, policy: str = "crop-flip") -> T.Compose:
     ``"crop-flip"``: CLIP-style random resized crop (scale 0.5-1) + horizontal flip, for photos.
     ``"flip"``: the backbone's own resize and centre crop, then a horizontal flip, for images whose
     content must keep its scale and position (the Pocket world: Pocket CLIP only ever saw objects at
-    their rendered scale, centred on its patch lattice; crops move them off it and most views then
-    lose the class). The resize is a no-op for Pocket CLIP on Pocket images (both 64 px) and lets a
-    backbone of another input size (RN50, ViT-B/16: 224 px) train on them.
+    their rendered scale, centred on its patch lattice, and crops move and rescale them off it). The
+    resize is a no-op for Pocket CLIP on Pocket images (both 64 px) and lets a backbone of another
+    input size (RN50, ViT-B/16: 224 px) train on them.
     """
     if policy not in AUGMENT_POLICIES:
         raise ValueError(f"unknown augmentation policy {policy!r}; known: {AUGMENT_POLICIES}")
