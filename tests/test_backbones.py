@@ -180,6 +180,22 @@ def test_a_checkpoint_without_its_vocabulary_is_refused(tmp_path):
         vt.load_clip(str(folder))
 
 
+def test_a_checkpoint_missing_tensors_is_refused_not_filled_at_random(tmp_path):
+    from conftest import tiny_hf_clip_dir
+    from safetensors.torch import load_file, save_file
+
+    folder = tiny_hf_clip_dir(tmp_path / "clip")
+    vt.load_clip(str(folder), device="cpu")                           # intact: loads
+    (weights,) = folder.glob("*.safetensors")
+    tensors = load_file(weights)
+    save_file({k: v for k, v in tensors.items() if k != "text_projection.weight"}, weights)
+    with pytest.raises(WeightsUnavailableError, match=r"1 missing keys \(e.g. text_projection.weight\).*random"):
+        vt.load_clip(str(folder), device="cpu")
+    save_file({**tensors, "visual_projection.weight": tensors["visual_projection.weight"][:, :-1].contiguous()}, weights)
+    with pytest.raises(WeightsUnavailableError, match=r"do not fit the model its config.json describes"):
+        vt.load_clip(str(folder), device="cpu")
+
+
 def test_two_checkpoints_in_same_named_folders_never_share_features(tmp_path):
     # The weights tag names the folder and fingerprints its weight files; it keys the feature cache and
     # the records. Two checkpoints in folders of the same name must get different tags and caches.

@@ -103,9 +103,15 @@ def load_hf_clip(name_or_dir: str, spatial: str = "raw", dtype: torch.dtype = to
         local = settings.home("weights", repo_id.replace("/", "--"))
         source = str(local) if local.is_dir() else repo_id
     try:
-        model = CLIPModel.from_pretrained(source, cache_dir=str(settings.home("hub")))
+        model, loading = CLIPModel.from_pretrained(source, cache_dir=str(settings.home("hub")),
+                                                   output_loading_info=True)
         tokenizer = AutoTokenizer.from_pretrained(source, cache_dir=str(settings.home("hub")))
         processor = CLIPImageProcessor.from_pretrained(source, cache_dir=str(settings.home("hub")))
+    except RuntimeError as err:       # transformers: a tensor whose shape the config does not expect
+        raise WeightsUnavailableError(
+            f"The weights in {source} do not fit the model its config.json describes (a tensor of another "
+            f"shape, or no config.json): {err} Copy config.json and model.safetensors of one checkpoint "
+            "together.") from err
     except (OSError, ValueError) as err:
         where = f"the local directory {path}" if repo_id is None else (
             f"{local} and the download cache {settings.home('hub')}")
@@ -113,6 +119,15 @@ def load_hf_clip(name_or_dir: str, spatial: str = "raw", dtype: torch.dtype = to
         raise WeightsUnavailableError(
             f"Could not load CLIP weights for {name_or_dir!r}: {err}\nLooked in {where}.{help_}"
         ) from err
+    # transformers fills tensors the file lacks (or has in another shape) with fresh random values
+    # and only prints a report: a checkpoint saved under other key names would run as a random CLIP
+    broken = {k: sorted(map(str, loading.get(k) or [])) for k in ("missing_keys", "mismatched_keys")}
+    if any(broken.values()):
+        raise WeightsUnavailableError(
+            f"The weights in {source} do not fit transformers' CLIPModel: "
+            + "; ".join(f"{len(v)} {k.replace('_', ' ')} (e.g. {', '.join(v[:3])})" for k, v in broken.items() if v)
+            + ". They would be filled with random values. Save the checkpoint with "
+            "CLIPModel.save_pretrained, or copy the original model.safetensors and config.json.")
     vocab = model.config.text_config.vocab_size
     if len(tokenizer) < vocab:   # e.g. vocab.json / merges.txt missing: every word would be the unknown token
         raise WeightsUnavailableError(
