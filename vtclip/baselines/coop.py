@@ -101,6 +101,18 @@ def check_context_slot(tower, token_ids: torch.Tensor, prefix: str, n_ctx: int) 
                          "positions of every class prompt (context too long for the tokenizer?)")
 
 
+def check_prompts_fit(tower, token_ids: torch.Tensor, classnames, n_ctx: int) -> None:
+    """Every class prompt must end in its full stop: a tokenizer cuts a prompt longer than the text
+    encoder's context down to it, class name first, and two classes could then share one prompt."""
+    period = tower.tokenize(["."])[0, 1]
+    eos = tower.eos_index(token_ids)                                       # (K,)
+    cut = [c for c, ids, e in zip(classnames, token_ids, eos.tolist()) if ids[e - 1] != period]
+    if cut:
+        raise ValueError(f"CoOp's prompt ({n_ctx} context tokens, then the class name) does not fit the text "
+                         f"encoder's {token_ids.shape[1]} tokens for {len(cut)} class(es), e.g. {cut[:3]}: their "
+                         "names would be cut off. Use fewer context tokens (--option n_ctx=...).")
+
+
 def build_coop(ctx, n_ctx: int = 16, ctx_init: str | None = None, csc: bool = False,
                init_std: float = 0.02) -> CoOp:
     """CoOp with the paper's defaults (16 unified random context tokens, class token at the end).
@@ -125,6 +137,7 @@ def build_coop(ctx, n_ctx: int = 16, ctx_init: str | None = None, csc: bool = Fa
         vectors = vectors.expand(len(ctx.classnames), -1, -1)             # (K, M, W)
     token_ids = tower.tokenize([fill(prefix + " {}.", c) for c in ctx.classnames])   # (K, L)
     check_context_slot(tower, token_ids, prefix, n_ctx)
+    check_prompts_fit(tower, token_ids, ctx.classnames, n_ctx)
     config = dict(n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, init_std=init_std,
                   backbone=ctx.clip.name, weights=ctx.clip.weights_tag)
     model = CoOp(token_ids, vectors.to(token_ids.device), ctx.logit_scale, config)
