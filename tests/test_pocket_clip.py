@@ -143,13 +143,20 @@ def test_shipped_recipe_reproduces_the_shipped_runs_first_logged_loss():
     assert abs(np.mean(losses) - first["loss"]) <= 2e-4, (np.mean(losses), first)
 
 
-def test_cli_eval_prints_json_last(capsys):
+def test_cli_eval_prints_json_last_and_never_overwrites_its_file(capsys, tmp_path):
     from vtclip.cli import main
 
-    assert main(["pocket", "eval", "--datasets", "pocket-shapes", "--limit", "16", "--json"]) == 0
+    out = tmp_path / "zeroshot.json"
+    argv = ["pocket", "eval", "--datasets", "pocket-shapes", "--limit", "16", "--json", "--write", str(out)]
+    assert main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     row = result["datasets"]["pocket-shapes"]
     assert result["backbone"] == "pocket" and row["n_test"] == 16 and row["chance"] == 12.5
+    written = json.loads(out.read_text())
+    assert written["datasets"] == result["datasets"] and written["weights"] == vt.load_clip("pocket").weights_tag
+    before = out.read_bytes()
+    assert main(argv) == 2                                              # the file exists: refused, untouched
+    assert "already exists" in capsys.readouterr().err and out.read_bytes() == before
 
 
 def test_cli_demo_json_has_the_contract_shape(capsys, tmp_path):

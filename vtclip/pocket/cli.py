@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -41,13 +40,18 @@ def cmd_pretrain(args) -> int:
 
 def cmd_eval(args) -> int:
     from ..backbones import load_clip
+    from ..experiments import device_name
     from .suite import zeroshot_suite
 
+    if args.write and Path(args.write).exists():       # before any work: a results file is never replaced
+        raise FileExistsError(f"{args.write} already exists; not overwriting it. Give --write a new file, or "
+                              "delete that one.")
     clip = load_clip(args.backbone)
     rows = zeroshot_suite(clip, args.datasets, limit=args.limit)
-    result = {"backbone": clip.name, "datasets": rows, **({"limit": args.limit} if args.limit else {})}
+    result = {"backbone": clip.name, "weights": clip.weights_tag, "datasets": rows,
+              **({"limit": args.limit} if args.limit else {})}
     if args.write:
-        write_results(result, args)
+        write_results(result, args, device_name(clip.device))
     print(f"Zero-shot top-1 (%) of {clip.name} on the Pocket suite:")
     print(f"{'dataset':<22}{'chance':>8}{'top-1':>8}{'n_test':>8}")
     for name, row in rows.items():
@@ -57,16 +61,17 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def write_results(result: dict, args) -> Path:
-    """Write an eval result with its provenance to ``args.write`` (the results file)."""
+def write_results(result: dict, args, machine: str) -> Path:
+    """Write an eval result with its provenance to ``args.write`` (the results file), atomically and
+    never over an existing file."""
+    from ..experiments import write_record
+
     path = Path(args.write)
-    path.parent.mkdir(parents=True, exist_ok=True)
     command = "vtclip pocket eval " + " ".join(shlex.quote(a) for a in sys.argv[3:]) \
         if sys.argv[1:3] == ["pocket", "eval"] else "vtclip pocket eval --json"
-    record = {**result, "command": command, "machine": f"{os.cpu_count()}-core CPU",
+    record = {**result, "command": command, "machine": machine,
               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    path.write_text(json.dumps(record, indent=1) + "\n")
-    return path
+    return write_record(record, path.parent, path.name)
 
 
 def add_commands(subparsers) -> None:
