@@ -120,3 +120,19 @@ def test_dev_curves_can_put_optimiser_steps_on_the_axis():
     assert [list(ln.get_xdata()) for ln in dev_lines] == [[1, 2, 3], [3, 6]]
     with pytest.raises(ValueError, match="x must be 'epoch' or 'step'"):
         dev_curves(records, x="steps")
+
+
+def test_curves_refuse_to_mix_recipes_under_one_variant_and_methods_with_nothing_to_train(tiny_hf_dir, tmp_path):
+    from vtclip.curves import run_curves_grid
+
+    kw = dict(method="vtclip", backbone=str(tiny_hf_dir), datasets=["toy-colours"], shots=2, out=tmp_path / "c",
+              variant="mine", progress=False)
+    run_curves_grid(seeds=[1], preset="smoke", heads=2, **kw)
+    with pytest.raises(ValueError, match=r"trained with epochs=3 \(this grid: 20\)"):   # another schedule
+        run_curves_grid(seeds=[2], preset="fast", heads=2, **kw)
+    with pytest.raises(ValueError, match=r"heads=2 \(this grid: 4\)"):                  # other options
+        run_curves_grid(seeds=[2], preset="smoke", heads=4, **kw)
+    assert len(list((tmp_path / "c").glob("*.curves.json"))) == 1
+    assert run_curves_grid(seeds=[2], preset="smoke", heads=2, **kw)["ran"] == 1       # the same: extends
+    with pytest.raises(ValueError, match="tip-adapter has no parameters to train"):
+        run_curves_grid(**{**kw, "method": "tip-adapter", "variant": "tip"}, seeds=[1], preset="smoke")

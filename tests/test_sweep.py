@@ -235,6 +235,10 @@ def test_sweep_refuses_to_resume_records_of_another_recipe(tiny_hf_dir, tmp_path
     assert not list(out.glob("*seed2.json"))                               # nothing ran
     again = run_sweep(["vtclip"], shots=[2], seeds=[1, 2], preset="smoke", **kw)   # same recipe: resumes
     assert (again["ran"], again["failed"]) == (1, 0)
+    # a variant named by hand: its options are checked too, not only its name
+    run_sweep(["vtclip"], shots=[2], seeds=[1], preset="smoke", variants={"mine": {"options": {"heads": 2}}}, **kw)
+    with pytest.raises(ValueError, match=r"heads=2 \(this grid: 4\)"):
+        run_sweep(["vtclip"], shots=[2], seeds=[2], preset="smoke", variants={"mine": {"options": {"heads": 4}}}, **kw)
 
 
 def test_sweep_and_curves_skip_bad_images_only_when_asked(tiny_hf_dir, tmp_path, capsys):

@@ -37,3 +37,9 @@ def test_an_existing_record_is_not_overwritten(tmp_path, capsys):
     with pytest.raises(SystemExit):
         timing.main(["--out", str(out)])
     assert "already exists" in capsys.readouterr().err and json.loads(out.read_text()) == {"mine": True}
+
+
+def test_a_method_with_nothing_to_train_is_refused(tiny_hf_dir):
+    with pytest.raises(ValueError, match="tip-adapter has no parameters to train, and timing measures training"):
+        timing.epoch_times(str(tiny_hf_dir), "toy-colours", shots=2, seed=1, methods=("tip-adapter",),
+                           epochs=1, rounds=1)

@@ -27,10 +27,11 @@ import torch
 
 from . import features
 from .backbones import load_clip
-from .experiments import (Task, backbone_label, check_same_weights, dataset_label, dataset_names, device_name,
-                          fewshot_features, finished_records, load_task, record_name, write_record, _version)
+from .experiments import (Task, backbone_label, check_same_training, check_same_weights, dataset_label,
+                          dataset_names, device_name, fewshot_features, finished_records, load_task, record_name,
+                          summary_row, write_record, _version)
 from .methods import ZeroShot, build_method
-from .train import TrainConfig, config_dict, evaluate, fit
+from .train import TrainConfig, check_trains, config_dict, evaluate, fit
 
 
 def dev_indices(labels, shots: int, seed: int, num_classes: int | None = None) -> np.ndarray:
@@ -78,6 +79,7 @@ def run_curves(task: Task, method: str, shots: int, seed: int, cfg: TrainConfig 
     zeroshot = ZeroShot(task.text, task.clip.logit_scale)
     torch.manual_seed(seed)
     model = build_method(method, ctx, **options).to(device)
+    check_trains(model, method, "curves follow a training run epoch by epoch")
     start = time.perf_counter()
     history = fit(model, train, cfg, val=val, monitor={"dev": dev})
     seconds = time.perf_counter() - start
@@ -105,8 +107,14 @@ def run_curves_grid(method: str, backbone: str, datasets, shots: int, seeds, out
     ``config.dropped_images``) instead of stopping."""
     out = Path(out)
     done, skipped = 0, 0
-    # resuming or extending: every curves record of this backbone there must come from the same weights
-    clip = check_same_weights(finished_records(out, backbone, curves=True), lambda: load_clip(backbone))
+    # resuming or extending: every curves record of this backbone there must come from the same weights,
+    # and those in a row this grid adds to (any seed) from the same schedule and method options
+    finished = finished_records(out, backbone, curves=True)
+    rows = {summary_row(curves_name(method, backbone, d, shots, 1, variant)): d for d in datasets}
+    in_rows = [p for p in finished if summary_row(p) in rows]
+    check_same_training({p: TrainConfig.preset(preset, dataset_label(rows[summary_row(p)]), shots, method=method)
+                         for p in in_rows}, options={p: options for p in in_rows})
+    clip = check_same_weights(finished, lambda: load_clip(backbone))
     for dataset in datasets:
         task = None
         for seed in seeds:
@@ -174,7 +182,8 @@ def add_commands(sub) -> None:
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="a method option, repeatable (e.g. dropout=0.5, layers=4)")
     p.add_argument("--variant", default=None,
-                   help="name the records carry (default: 'default' with no options, else from the options)")
+                   help="name the records carry (default: 'default' with no options, else from the options; "
+                        "'-PRESET' appended for a preset other than paper)")
     add_grid_arguments(p, "results/pocket-curves")
     p.set_defaults(func=cmd_curves)
 

@@ -258,7 +258,7 @@ def check_same_weights(paths, load_clip):
     return clip
 
 
-def check_same_training(expected: dict) -> None:
+def check_same_training(expected: dict, options: dict | None = None) -> None:
     """Refuse to resume into records trained with another recipe.
 
     ``expected`` maps record files to the ``TrainConfig`` the grid trains their summary row with:
@@ -267,19 +267,23 @@ def check_same_training(expected: dict) -> None:
     records, resumed or extended with ``--preset paper``, would mix two schedules in one row of the
     table. Every finished record's ``config.train`` must equal its expected config, except the seed
     and the progress bar (fields a record does not have, written before they existed, are not compared).
+    ``options`` maps record files to the method options the grid gives: each must be in the record's
+    ``config.method`` with the same value (a variant named by hand could otherwise hide a change).
     """
     skip = ("seed", "progress")
     for path, cfg in expected.items():
         path = Path(path)
         if not path.exists():
             continue
-        have = json.loads(path.read_text())["config"]["train"]
-        want = config_dict(cfg)
+        config = json.loads(path.read_text())["config"]
+        have, want = config["train"], config_dict(cfg)
         diff = {k: (have[k], want[k]) for k in have if k in want and k not in skip and have[k] != want[k]}
+        given = (options or {}).get(path, {})
+        diff.update({k: (config["method"].get(k), v) for k, v in given.items() if config["method"].get(k) != v})
         if diff:
             shown = ", ".join(f"{k}={a!r} (this grid: {b!r})" for k, (a, b) in diff.items())
             raise ValueError(f"{path} was trained with {shown}; resuming would mix two training recipes "
-                             "in one folder. Use the same --preset/--train as that folder's runs, a new "
+                             "in one folder. Use the same --preset/--train/--option as that folder's runs, a new "
                              "--out folder, or move the old records away.")
 
 

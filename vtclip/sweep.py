@@ -52,12 +52,15 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
     grid = list(itertools.product(datasets, shots, seeds, methods, variants))
     clips, tasks, done, failed, errors = {}, {}, 0, 0, []
     # resuming or extending: the records already there must come from the same weights, and those in
-    # a summary row this grid adds to (any seed) from the same training recipe
+    # a summary row this grid adds to (any seed) from the same training recipe and method options
     recipe = {summary_row(run_record_name(m, backbone, d, k, s, v)):
-              TrainConfig.preset(preset, dataset_label(d), k, method=m).replace(**variants[v].get("train", {}))
+              (TrainConfig.preset(preset, dataset_label(d), k, method=m).replace(**variants[v].get("train", {})),
+               variants[v].get("options", {}))
               for d, k, s, m, v in grid}
     finished = finished_records(out, backbone)
-    check_same_training({p: recipe[summary_row(p)] for p in finished if summary_row(p) in recipe})
+    in_rows = [p for p in finished if summary_row(p) in recipe]
+    check_same_training({p: recipe[summary_row(p)][0] for p in in_rows},
+                        options={p: recipe[summary_row(p)][1] for p in in_rows})
     spatial = variants[next(iter(variants))].get("spatial", "raw")
     clip = check_same_weights(finished, lambda: load_clip(backbone, spatial=spatial))
     if clip is not None:

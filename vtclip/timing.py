@@ -29,7 +29,7 @@ import torch
 
 from .experiments import fewshot_features, load_task
 from .methods import build_method
-from .train import TrainConfig, fit, trainable
+from .train import TrainConfig, check_trains, fit, trainable
 
 METHODS = ("coop", "vtclip", "clip-adapter", "tip-adapter-f")
 REFERENCE = "vtclip"
@@ -42,6 +42,7 @@ def time_epochs(task, method: str, cfg: TrainConfig, shots: int, seed: int) -> d
     train, val = train.to(device), val.to(device)
     torch.manual_seed(seed)
     model = build_method(method, task.context(train, val)).to(device)
+    check_trains(model, method, "timing measures training epochs")
     history = fit(model, train, cfg.replace(seed=seed, progress=False))    # no val: steps only
     return {"seconds": [h["seconds"] for h in history], "images": len(train),
             "steps_per_epoch": -(-len(train) // cfg.batch_size),

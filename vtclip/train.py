@@ -114,6 +114,13 @@ class TrainConfig:
         return replace(self, **kw)
 
 
+def check_trains(model: torch.nn.Module, method: str, why: str) -> None:
+    """Refuse a method with nothing to train where only training makes sense (``why`` says where)."""
+    if not trainable(model):
+        raise ValueError(f"{method} has no parameters to train, and {why}: use a trained method "
+                         "(vtclip, coop, clip-adapter, tip-adapter-f)")
+
+
 def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
