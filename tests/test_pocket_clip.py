@@ -124,6 +124,26 @@ def test_pretraining_is_deterministic_and_resumes_exactly(tmp_path):
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == before
 
 
+def test_an_interrupted_save_leaves_the_run_resumable(tmp_path, monkeypatch):
+    from vtclip.pocket import pretrain as module
+
+    cfg = PocketConfig.tiny(steps=8).replace(checkpoint_every=4)
+    real = module.image_processor
+
+    def interrupted(cfg):                                       # the save stops half-way (say, Ctrl-C)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "image_processor", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cfg, tmp_path / "run", progress=False)
+    left = {p.name for p in (tmp_path / "run").iterdir()}
+    assert "model.safetensors" not in left and "resume.pt" in left   # not finished, and resumable
+    monkeypatch.setattr(module, "image_processor", real)
+    pretrain(cfg, tmp_path / "run", resume=True, progress=False)
+    assert not [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".") or p.name == "resume.pt"]
+    vt.load_clip(str(tmp_path / "run"), device="cpu")
+
+
 @pytest.mark.slow
 def test_shipped_recipe_reproduces_the_shipped_runs_first_logged_loss():
     """The code still trains the shipped model: same config, same first 25 steps (to 1e-4).

@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,10 +286,12 @@ def pretrain(cfg: PocketConfig, out: str | Path, resume: bool = False, progress:
             bar.set_postfix(loss=history[-1]["loss"])
             window = []
         if step + 1 < cfg.steps and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == stop):
+            tmp = ckpt.with_name(f".{ckpt.name}.tmp-{os.getpid()}")   # atomic: a kill keeps the last one whole
             torch.save({"config": dataclasses.asdict(cfg), "model": model.state_dict(),
                         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                         "step": step + 1, "history": history, "window": window,
-                        "seconds": time.perf_counter() - t0}, ckpt)
+                        "seconds": time.perf_counter() - t0}, tmp)
+            os.replace(tmp, ckpt)
         if step + 1 == stop < cfg.steps:
             bar.close()
             return None
@@ -319,14 +323,23 @@ def machine_info() -> dict:
 
 
 def save_pocket(model, tokenizer, cfg: PocketConfig, out: str | Path, record: dict) -> Path:
-    """Write model (safetensors), tokenizer (+ vocab.json/merges.txt), processor, training.json."""
+    """Write model (safetensors), tokenizer (+ vocab.json/merges.txt), processor, training.json.
+
+    Everything is written into a temporary folder first and then moved into ``out`` with
+    ``model.safetensors`` last: that file marks a finished checkpoint, so an interrupted save leaves
+    ``out`` resumable (``resume.pt`` is removed only after it) rather than half a model."""
     out = Path(out)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    tmp = out / f".save-tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)          # our own leftover from this process id only
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
     vocab, merges = clip_vocab(cfg.num_merges)   # also vocab.json + merges.txt, as OpenAI's repos ship
-    (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (out / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
+    (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (tmp / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
                                     encoding="utf-8")
-    image_processor(cfg).save_pretrained(out)
-    (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
+    image_processor(cfg).save_pretrained(tmp)
+    (tmp / "training.json").write_text(json.dumps(record, indent=1) + "\n")
+    for f in sorted(tmp.iterdir(), key=lambda f: f.name == "model.safetensors"):   # the marker last
+        os.replace(f, out / f.name)
+    tmp.rmdir()
     return out
