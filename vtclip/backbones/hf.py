@@ -26,9 +26,12 @@ HF_MODELS = {
 
 
 def processor_transform(processor) -> T.Compose:
-    """A PIL -> tensor transform equal to a ``CLIPImageProcessor``'s resize/crop/normalise."""
-    size = processor.size.get("shortest_edge") or processor.size["height"]
-    crop = processor.crop_size["height"]
+    """A PIL -> tensor transform equal to a ``CLIPImageProcessor``'s resize/crop/normalise: the
+    shorter side to ``size["shortest_edge"]``, or the whole image to ``size["height"] x size["width"]``
+    (aspect not kept) when the processor gives those, then the centre crop."""
+    edge = processor.size.get("shortest_edge")
+    size = edge if edge else (processor.size["height"], processor.size["width"])
+    crop = (processor.crop_size["height"], processor.crop_size["width"])
     return T.Compose([
         T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
         T.CenterCrop(crop),
