@@ -120,6 +120,9 @@ def test_dev_curves_can_put_optimiser_steps_on_the_axis():
     assert [list(ln.get_xdata()) for ln in dev_lines] == [[1, 2, 3], [3, 6]]
     with pytest.raises(ValueError, match="x must be 'epoch' or 'step'"):
         dev_curves(records, x="steps")
+    same_name = [{**r, "variant": "default", "method": "vtclip", "shots": k} for r, k in zip(records, (4, 8))]
+    with pytest.raises(ValueError, match=r"variant 'default' come from .*would average them"):
+        dev_curves(same_name)                                           # two draw sizes: never one line
 
 
 def test_curves_refuse_to_mix_recipes_under_one_variant_and_methods_with_nothing_to_train(tiny_hf_dir, tmp_path):

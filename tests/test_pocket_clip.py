@@ -215,3 +215,13 @@ def test_cli_demo_json_has_the_contract_shape(capsys, tmp_path):
         # init, where it scores exactly zero-shot, for a better test accuracy
         assert len(history) == 3 and history[-1]["loss"] < history[0]["loss"]
         assert acc > row["zeroshot"], (seed, acc, row["zeroshot"])
+
+
+def test_pretrain_arguments_are_checked_before_any_work(capsys, tmp_path):
+    from vtclip.cli import main
+
+    for flag, value, why in (("--seed", "-1", "--seed must be >= 0, got -1"),
+                             ("--steps", "0", "--steps must be positive, got 0")):
+        assert main(["pocket", "pretrain", "--tiny", "--out", str(tmp_path / "p"), flag, value]) == 2
+        assert why in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()

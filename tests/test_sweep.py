@@ -273,3 +273,16 @@ def test_sweep_and_curves_skip_bad_images_only_when_asked(tiny_hf_dir, tmp_path,
     (path,) = (tmp_path / "c2").glob("*.curves.json")
     rec = json.loads(path.read_text())
     assert rec["config"]["dropped_images"] == [f"train:{bad}"] and rec["n_train"] + rec["n_dev"] == n_train - 1
+
+
+def test_ablation_figure_needs_the_default_row():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from vtclip.plot import ablations
+
+    rows = [{"value": v, "datasets": {"d": (50.0 + v, 1.0)}, "average": 50.0 + v} for v in (2, 8)]
+    fig = ablations({"heads": rows}, default={"heads": 8})
+    assert [list(ln.get_ydata()) for ln in fig.axes[0].lines if ln.get_label() == "average"] == [[-6.0, 0.0]]
+    with pytest.raises(ValueError, match=r"no row for its default value 8 \(values: \[2\]\)"):
+        ablations({"heads": rows[:1]}, default={"heads": 8})

@@ -118,7 +118,11 @@ def ablations(groups: dict, titles: dict | None = None, default: dict | None = N
     for ax, (group, rows) in zip(axes[0], groups.items()):
         x = np.arange(len(rows))
         datasets = sorted({d for r in rows for d in r["datasets"]})
-        base = next(r for r in rows if r["value"] == (default or {}).get(group, r["value"]))
+        base = next((r for r in rows if r["value"] == (default or {}).get(group, r["value"])), None)
+        if base is None:
+            raise ValueError(f"ablation group {group!r} has no row for its default value "
+                             f"{(default or {}).get(group)!r} (values: {[r['value'] for r in rows]}): the "
+                             "changes are drawn against it; run the default head into the same folder")
         for d in datasets:
             mean = [r["datasets"].get(d, (np.nan,))[0] - base["datasets"][d][0] for r in rows]   # (values,)
             std = [r["datasets"].get(d, (0, 0))[1] for r in rows]
@@ -151,6 +155,12 @@ def dev_curves(records: Sequence[dict], variants: Sequence[str] | None = None,
     by = defaultdict(list)
     for r in records:
         by[r["dataset"], r.get("variant") or "default"].append(r)
+    for (d, v), rs in by.items():                   # one line averages seeds, never methods or draw sizes
+        kinds = sorted({(r.get("method"), r.get("shots")) for r in rs}, key=str)
+        if len(kinds) > 1:
+            raise ValueError(f"the {d} records of variant {v!r} come from {kinds} (method, shots): one line "
+                             "would average them. Give each its own variant, e.g. "
+                             "{**r, 'variant': f\"{r['shots']} shots\"}, or pass them separately.")
     datasets = sorted({d for d, _ in by})
     variants = list(variants or sorted({v for _, v in by}))
     fig, axes = plt.subplots(1, len(datasets), figsize=(max(2.8 * len(datasets), 7.0), 2.9), squeeze=False)

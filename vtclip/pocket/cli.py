@@ -22,8 +22,8 @@ def cmd_pretrain(args) -> int:
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size,
                                    "seed": args.seed, "threads": args.threads}.items() if v is not None}
     for k, v in overrides.items():
-        if v <= 0 and k != "seed":
-            raise ValueError(f"--{k.replace('_', '-')} must be positive, got {v}")
+        if v < (0 if k == "seed" else 1):
+            raise ValueError(f"--{k.replace('_', '-')} must be {'>= 0' if k == 'seed' else 'positive'}, got {v}")
     cfg = base.replace(**overrides)
     out = Path(args.out or settings.DATA_DIR / "pocket-clip")
     record = pretrain(cfg, out, resume=args.resume, progress=not args.json)
