@@ -119,3 +119,15 @@ def test_a_prompt_longer_than_the_context_is_refused_not_cut(clip):
     with pytest.raises(ValueError, match=too_long):
         build_method("coop", make_ctx(clip), n_ctx=12)
     assert build_method("coop", make_ctx(clip), n_ctx=11).ctx.shape[0] == 11
+
+
+def test_a_class_name_ending_in_punctuation_is_not_taken_for_a_cut_prompt():
+    import vtclip as vt
+
+    clip = vt.load_clip("pocket", device="cpu")                      # "(big)." ends in one merged token ")."
+    names = ["red circle (big)", "blue star"]
+    text = text_classifier(clip, names, ["a photo of a {}."])
+    ctx = MethodContext(clip, names, ["a photo of a {}."], text, clip.logit_scale, None, None)
+    ids = clip.tokenize(["(big)."])["input_ids"][0]
+    assert ids.tolist().count(clip.tokenize(["."])["input_ids"][0, 1].item()) == 0   # no bare "." token
+    assert build_method("coop", ctx, n_ctx=8).ctx.shape[0] == 8

@@ -102,11 +102,13 @@ def check_context_slot(tower, token_ids: torch.Tensor, prefix: str, n_ctx: int) 
 
 
 def check_prompts_fit(tower, token_ids: torch.Tensor, classnames, n_ctx: int) -> None:
-    """Every class prompt must end in its full stop: a tokenizer cuts a prompt longer than the text
-    encoder's context down to it, class name first, and two classes could then share one prompt."""
-    period = tower.tokenize(["."])[0, 1]
+    """Every class prompt must end as its class name with the full stop does: a tokenizer cuts a prompt
+    longer than the text encoder's context down to it, class name first, and two classes could then
+    share one prompt. (The last token is taken from "name." itself: punctuation can merge, "(x)." ends in ").".)"""
+    ends = tower.tokenize([fill("{}.", c) for c in classnames])           # (K, L')
+    last = ends[torch.arange(len(ends)), tower.eos_index(ends) - 1]        # (K,) each name's final token
     eos = tower.eos_index(token_ids)                                       # (K,)
-    cut = [c for c, ids, e in zip(classnames, token_ids, eos.tolist()) if ids[e - 1] != period]
+    cut = [c for c, ids, e, t in zip(classnames, token_ids, eos.tolist(), last) if ids[e - 1] != t]
     if cut:
         raise ValueError(f"CoOp's prompt ({n_ctx} context tokens, then the class name) does not fit the text "
                          f"encoder's {token_ids.shape[1]} tokens for {len(cut)} class(es), e.g. {cut[:3]}: their "
