@@ -54,7 +54,7 @@ def tiny_hf_clip_dir(path, seed: int = 0, image_size: int = 32, patch_size: int 
     tok = CLIPTokenizer(vocab=vocab, merges=merges)
     cfg = CLIPConfig(
         text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16,
+                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=32,
                          bos_token_id=0, eos_token_id=1, pad_token_id=1),
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                            num_attention_heads=2, image_size=image_size, patch_size=patch_size),

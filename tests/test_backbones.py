@@ -270,3 +270,15 @@ def test_preprocess_follows_the_processor_s_resize_rule(size):
     # the same geometry (squash vs. shorter side + crop); torchvision and PIL round the crop offset and
     # the bicubic kernel slightly differently, hence a tolerance far below what a wrong rule gives (~0.35)
     assert (ours - theirs).abs().mean() < 0.1
+
+
+@pytest.mark.parametrize("family", ["tiny_hf", "tiny_rn"])
+def test_a_prompt_longer_than_the_text_context_is_refused(family, request):
+    clip = request.getfixturevalue(family)
+    _, context = clip.token_counts(["cat"])                            # 32 (tiny HF), 16 (tiny RN)
+    fits = "a photo of a " + " ".join(["cat"] * (context - 7)) + "."   # SOS + context - 2 + EOS
+    counts, _ = clip.token_counts([fits, "cat " + fits])
+    assert counts == [context, context + 1]
+    assert clip.encode_text([fits]).shape[0] == 1
+    with pytest.raises(ValueError, match=rf"1 prompt\(s\) are longer than .* text context of {context} tokens"):
+        clip.encode_text([fits, "cat " + fits])

@@ -109,16 +109,17 @@ def test_attach_to_another_backbone_is_refused(tiny_hf, tiny_rn):
 
 def test_context_too_long_for_the_tokenizer(tiny_hf):
     with pytest.raises(ValueError, match="does not tokenize"):
-        build_method("coop", make_ctx(tiny_hf), n_ctx=16)               # tiny context: 16 tokens
+        build_method("coop", make_ctx(tiny_hf), n_ctx=32)               # tiny context: 32 tokens
 
 
 def test_a_prompt_longer_than_the_context_is_refused_not_cut(clip):
-    # 16 text positions: [SOS] + 12 context tokens + "red star" + "." + [EOS] is one too many, so the
-    # tokenizer would drop the end of that class's prompt; the one-word names still fit
-    too_long = r"does not fit the text encoder's 16 tokens for 1 class\(es\), e.g. \['red star'\]"
+    # L text positions: [SOS] + (L - 4) context tokens + "red star" + "." + [EOS] is one too many, so
+    # the tokenizer would drop the end of that class's prompt; the one-word names still fit
+    length = clip.token_counts(["a"])[1]                                 # 32 (tiny HF), 16 (tiny RN)
+    too_long = rf"does not fit the text encoder's {length} tokens for 1 class\(es\), e.g. \['red star'\]"
     with pytest.raises(ValueError, match=too_long):
-        build_method("coop", make_ctx(clip), n_ctx=12)
-    assert build_method("coop", make_ctx(clip), n_ctx=11).ctx.shape[0] == 11
+        build_method("coop", make_ctx(clip), n_ctx=length - 4)
+    assert build_method("coop", make_ctx(clip), n_ctx=length - 5).ctx.shape[0] == length - 5
 
 
 def test_a_class_name_ending_in_punctuation_is_not_taken_for_a_cut_prompt():

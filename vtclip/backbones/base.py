@@ -57,6 +57,10 @@ class FrozenCLIP(nn.Module):
     raw_dim: int       # C of the "raw" spatial map
 
     def _encode_text(self, texts: Sequence[str]) -> torch.Tensor: ...      # (K, D) unnormalised
+
+    def token_counts(self, texts: Sequence[str]) -> tuple[list[int], int]:
+        """Tokens of each text with its start and end tokens, untruncated, and the context length."""
+        raise NotImplementedError
     def _encode_image(self, pixels: torch.Tensor, spatial: str): ...       # pooled, (B,C,H,W) map
 
     # ---- public API -----------------------------------------------------------------------
@@ -83,6 +87,12 @@ class FrozenCLIP(nn.Module):
         if isinstance(texts, str) or len(texts) == 0:
             raise ValueError("encode_text takes a non-empty list of strings "
                              f"(got {texts!r}); wrap a single prompt in a list")
+        counts, context = self.token_counts(list(texts))
+        long = [(t, n) for t, n in zip(texts, counts) if n > context]
+        if long:                          # the tokenizer would cut them: two classes could share a text
+            raise ValueError(f"{len(long)} prompt(s) are longer than {self.name}'s text context of {context} "
+                             f"tokens and would be cut off, e.g. {long[0][0]!r} ({long[0][1]} tokens). "
+                             "Shorten the class names or the prompt templates.")
         return F.normalize(self._encode_text(list(texts)).float(), dim=-1)
 
     @torch.no_grad()

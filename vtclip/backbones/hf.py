@@ -70,6 +70,9 @@ class HFCLIPBackbone(FrozenCLIP):
                              max_length=self.context_length, return_tensors="pt")
         return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
 
+    def token_counts(self, texts: Sequence[str]) -> tuple[list[int], int]:
+        return [len(ids) for ids in self.tokenizer(list(texts))["input_ids"]], self.context_length
+
     def _encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         return self.model.get_text_features(**self.tokenize(texts)).pooler_output   # (K, D)
 

@@ -43,6 +43,9 @@ class OpenCLIPBackbone(FrozenCLIP):
     def _logit_scale(self) -> torch.Tensor:
         return self.model.logit_scale.float()
 
+    def token_counts(self, texts: Sequence[str]) -> tuple[list[int], int]:
+        return [len(self.tokenizer.encode(t)) + 2 for t in texts], self.tokenizer.context_length   # + SOS, EOS
+
     def _encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         tokens = self.tokenizer(texts).to(self.device)               # (K, L)
         return self.model.encode_text(tokens)                        # (K, D)
