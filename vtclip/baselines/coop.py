@@ -101,17 +101,14 @@ def check_context_slot(tower, token_ids: torch.Tensor, prefix: str, n_ctx: int) 
                          "positions of every class prompt (context too long for the tokenizer?)")
 
 
-def check_prompts_fit(tower, token_ids: torch.Tensor, classnames, n_ctx: int) -> None:
-    """Every class prompt must end as its class name with the full stop does: a tokenizer cuts a prompt
-    longer than the text encoder's context down to it, class name first, and two classes could then
-    share one prompt. (The last token is taken from "name." itself: punctuation can merge, "(x)." ends in ").".)"""
-    ends = tower.tokenize([fill("{}.", c) for c in classnames])           # (K, L')
-    last = ends[torch.arange(len(ends)), tower.eos_index(ends) - 1]        # (K,) each name's final token
-    eos = tower.eos_index(token_ids)                                       # (K,)
-    cut = [c for c, ids, e, t in zip(classnames, token_ids, eos.tolist(), last) if ids[e - 1] != t]
+def check_prompts_fit(clip, prompts, classnames, n_ctx: int) -> None:
+    """Every class prompt must fit the text encoder's context: a tokenizer cuts a longer one down to it,
+    class name first, and two classes could then share one prompt (``FrozenCLIP.token_counts``)."""
+    counts, context = clip.token_counts(prompts)
+    cut = [c for c, n in zip(classnames, counts) if n > context]
     if cut:
         raise ValueError(f"CoOp's prompt ({n_ctx} context tokens, then the class name) does not fit the text "
-                         f"encoder's {token_ids.shape[1]} tokens for {len(cut)} class(es), e.g. {cut[:3]}: their "
+                         f"encoder's {context} tokens for {len(cut)} class(es), e.g. {cut[:3]}: their "
                          "names would be cut off. Use fewer context tokens (--option n_ctx=...).")
 
 
@@ -137,9 +134,10 @@ def build_coop(ctx, n_ctx: int = 16, ctx_init: str | None = None, csc: bool = Fa
         prefix = " ".join(["X"] * n_ctx)                                   # placeholders, replaced
     if csc and vectors.ndim == 2:                                          # from ctx_init: every class starts there
         vectors = vectors.expand(len(ctx.classnames), -1, -1)             # (K, M, W)
-    token_ids = tower.tokenize([fill(prefix + " {}.", c) for c in ctx.classnames])   # (K, L)
+    prompts = [fill(prefix + " {}.", c) for c in ctx.classnames]
+    token_ids = tower.tokenize(prompts)                                    # (K, L)
     check_context_slot(tower, token_ids, prefix, n_ctx)
-    check_prompts_fit(tower, token_ids, ctx.classnames, n_ctx)
+    check_prompts_fit(ctx.clip, prompts, ctx.classnames, n_ctx)
     config = dict(n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, init_std=init_std,
                   backbone=ctx.clip.name, weights=ctx.clip.weights_tag)
     model = CoOp(token_ids, vectors.to(token_ids.device), ctx.logit_scale, config)
