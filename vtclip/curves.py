@@ -27,9 +27,8 @@ import torch
 
 from . import features
 from .backbones import load_clip
-from .experiments import (Task, backbone_label, check_same_training, check_same_weights, dataset_label,
-                          dataset_names, device_name, fewshot_features, finished_records, load_task, record_name,
-                          summary_row, write_record, _version)
+from .experiments import (Task, backbone_label, check_resume, dataset_label, dataset_names, device_name,
+                          fewshot_features, load_task, record_name, summary_row, write_record, _version)
 from .methods import ZeroShot, build_method
 from .train import TrainConfig, check_trains, config_dict, evaluate, fit
 
@@ -109,12 +108,9 @@ def run_curves_grid(method: str, backbone: str, datasets, shots: int, seeds, out
     done, skipped = 0, 0
     # resuming or extending: every curves record of this backbone there must come from the same weights,
     # and those in a row this grid adds to (any seed) from the same schedule and method options
-    finished = finished_records(out, backbone, curves=True)
-    rows = {summary_row(curves_name(method, backbone, d, shots, 1, variant)): d for d in datasets}
-    in_rows = [p for p in finished if summary_row(p) in rows]
-    check_same_training({p: TrainConfig.preset(preset, dataset_label(rows[summary_row(p)]), shots, method=method)
-                         for p in in_rows}, options={p: options for p in in_rows})
-    clip = check_same_weights(finished, lambda: load_clip(backbone))
+    recipes = {summary_row(curves_name(method, backbone, d, shots, 1, variant)):
+               (TrainConfig.preset(preset, dataset_label(d), shots, method=method), options) for d in datasets}
+    clip = check_resume(out, backbone, recipes, lambda: load_clip(backbone), curves=True)
     for dataset in datasets:
         task = None
         for seed in seeds:

@@ -165,10 +165,15 @@ def make_record(method: str, task: Task, shots: int, seed: int, top1: float, sec
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
+def method_label(method: str, variant: str | None = None) -> str:
+    """``method`` or ``method+variant``: how a variant's runs are named in files and tables."""
+    return method + (f"+{variant}" if variant else "")
+
+
 def record_name(record: dict) -> str:
     """``method[+variant]__backbone__dataset__Kshot__seedS.json`` (a variant is an ablation's name)."""
     backbone = record["backbone"].replace("/", "-")
-    method = record["method"] + (f"+{record['variant']}" if record.get("variant") else "")
+    method = method_label(record["method"], record.get("variant"))
     return f"{method}__{backbone}__{record['dataset']}__{record['shots']}shot__seed{record['seed']}.json"
 
 
@@ -228,6 +233,18 @@ def finished_records(out, backbone: str, curves: bool = False) -> list[Path]:
 def summary_row(path) -> str:
     """The row of ``summary.csv`` a record file falls in: its name without the seed."""
     return Path(path).name.rsplit("__seed", 1)[0]
+
+
+def check_resume(out, backbone: str, recipes: dict, load_clip, curves: bool = False):
+    """Before a grid resumes or extends ``out``: every record of ``backbone`` there must come from the
+    same weights (``check_same_weights``, whose backbone is returned), and those in a summary row the
+    grid adds to (``recipes``: row -> (TrainConfig, method options)), any seed, from the same recipe
+    (``check_same_training``)."""
+    finished = finished_records(out, backbone, curves)
+    in_rows = [p for p in finished if summary_row(p) in recipes]
+    check_same_training({p: recipes[summary_row(p)][0] for p in in_rows},
+                        options={p: recipes[summary_row(p)][1] for p in in_rows})
+    return check_same_weights(finished, load_clip)
 
 
 def check_same_weights(paths, load_clip):

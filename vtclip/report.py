@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import settings
+from .experiments import method_label
 from .sweep import load_records
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -35,7 +36,7 @@ def cells(records) -> dict:
     seen = set()
     for r in records:
         shots = 0 if r["method"] == "zeroshot" else r["shots"]
-        key = (r["method"] + (f"+{r['variant']}" if r.get("variant") else ""), r["dataset"], shots)
+        key = (method_label(r["method"], r.get("variant")), r["dataset"], shots)
         if r["method"] == "zeroshot":          # one zero-shot number per dataset, however often recorded
             if (key, r["top1"]) in seen:
                 continue

@@ -23,8 +23,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .datasets.base import check_draw
-from .experiments import (check_same_training, check_same_weights, dataset_label, dataset_names, finished_records,
-                          load_task, run_method, run_record_name, summary_row, write_record)
+from .experiments import (check_resume, dataset_label, dataset_names, load_task, method_label, run_method,
+                          run_record_name, summary_row, write_record)
 from .train import TrainConfig
 
 
@@ -57,19 +57,15 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
               (TrainConfig.preset(preset, dataset_label(d), k, method=m).replace(**variants[v].get("train", {})),
                variants[v].get("options", {}))
               for d, k, s, m, v in grid}
-    finished = finished_records(out, backbone)
-    in_rows = [p for p in finished if summary_row(p) in recipe]
-    check_same_training({p: recipe[summary_row(p)][0] for p in in_rows},
-                        options={p: recipe[summary_row(p)][1] for p in in_rows})
     spatial = variants[next(iter(variants))].get("spatial", "raw")
-    clip = check_same_weights(finished, lambda: load_clip(backbone, spatial=spatial))
+    clip = check_resume(out, backbone, recipe, lambda: load_clip(backbone, spatial=spatial))
     if clip is not None:
         clips[spatial] = clip
     bar = tqdm(grid, desc="sweep", disable=not progress)
     for dataset, k, seed, method, variant in bar:
         spatial = variants[variant].get("spatial", "raw")
         options = variants[variant].get("options", {})
-        label = method + (f"+{variant}" if variant else "")
+        label = method_label(method, variant)
         bar.set_postfix_str(f"{label} {dataset} {k}-shot seed {seed}")
         name = run_record_name(method, backbone, dataset, k, seed, variant)
         if (out / name).exists():
