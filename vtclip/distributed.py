@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader
 
 from . import features, settings
 from .features import FeatureSet

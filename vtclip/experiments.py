@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import features, settings
+from . import features
 from .backbones import load_clip
 from .datasets import few_shot, few_shot_val, get_dataset
 from .methods import MethodContext, build_method
