@@ -55,7 +55,11 @@ AUGMENT_POLICIES = ("crop-flip", "flip")
 def augment_transform(clip, policy: str = "crop-flip") -> T.Compose:
     """Training augmentation, then normalise.
 
-    ``"crop-flip"``: CLIP-style random resized crop (scale 0.5-1) + horizontal flip, for photos.
+    ``"crop-flip"``: random resized crop (scale 0.5-1) + horizontal flip, for photos. The scale is
+    Tip-Adapter's, whose cache is also built from a fixed number of augmented views (its
+    ``main.py``). CoOp's protocol, which VT-CLIP, CoOp and CLIP-Adapter train under, crops with
+    Dassl's default scale 0.08-1 and draws fresh crops every epoch; CLIP's own preprocessing has
+    no random crop (resize + centre crop).
     ``"flip"``: the backbone's own resize and centre crop, then a horizontal flip, for images whose
     content must keep its scale and position (the Pocket world: Pocket CLIP only ever saw objects at
     their rendered scale, centred on its patch lattice, and crops move and rescale them off it). The

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 #: CLIP's single default prompt.
 DEFAULT_TEMPLATE = "a photo of a {}."
-#: The 7-template ensemble Tip-Adapter and CLIP-Adapter use for ImageNet (from CLIP's notebook).
+#: The 7-template ensemble Tip-Adapter uses for ImageNet (from CLIP's ImageNet notebook). CoOp's and
+#: CLIP-Adapter's released code prompt ImageNet with the single "a photo of a {}." instead.
 IMAGENET_ENSEMBLE = (
     "itap of a {}.", "a bad photo of the {}.", "a origami {}.", "a photo of the large {}.",
     "a {} in a video game.", "art of the {}.", "a photo of the small {}.",

@@ -126,7 +126,13 @@ def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 
 def make_optimizer(params, cfg: TrainConfig, steps_per_epoch: int):
-    """Optimizer and a per-step LR schedule: constant warm-up, then cosine to zero."""
+    """Optimizer and a per-step LR schedule: constant warm-up, then cosine to zero.
+
+    CoOp's trainer (Dassl) steps its cosine once per epoch, so there the rate is constant within an
+    epoch and the last epoch does not reach zero; ``fit`` also keeps an epoch's last partial batch,
+    which Dassl's train loader drops. The two rate curves differ by at most one epoch's change of
+    the cosine, and an epoch by at most one batch.
+    """
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     else:                             # "adamw": TrainConfig refuses any other optimizer

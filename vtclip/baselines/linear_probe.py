@@ -6,10 +6,13 @@ and CoOp's few-shot protocol (Zhou et al., IJCV 2022): a softmax classifier ``W 
 with the regularisation strength C chosen on the validation split. We solve it in torch with
 full-batch L-BFGS (no sklearn) on sklearn's objective ``C * sum(CE) + ||W||^2 / 2`` (bias not
 penalised), every augmented train view being one sample. C is searched as in CoOp's ``lpclip``: a
-coarse log grid, then a few halvings of the step around the best (on val, never test). Two
+coarse log grid, then a few halvings of the step around the best (on val, never test). Four
 differences from ``lpclip``: it fits one un-augmented feature per image, where we fit every cached
-view; and on ties its grid order keeps the largest C, where ours (ascending, first best) keeps the
-smallest. With one to four val images per class ties are common, so the chosen C can differ.
+view; it fits the raw image features, where we fit the L2-normalised ones every other method sees;
+sklearn's L-BFGS there runs up to 1000 iterations, ours up to ``max_iter=300`` (or until the
+gradient is below 1e-7); and on ties its grid order keeps the largest C, where ours (ascending,
+first best) keeps the smallest. With one to four val images per class ties are common, so the
+chosen C can differ.
 
 The builder solves it; the module is then frozen, so ``train.fit`` has nothing to do.
 ``solver="trainer"`` instead starts from zero weights and lets the shared trainer fit it (weight

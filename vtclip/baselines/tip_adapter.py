@@ -3,6 +3,9 @@
 Zhang, Zhang, Fang, Gao, Li, Dai, Qiao, Li, "Tip-Adapter: Training-free Adaption of CLIP for
 Few-shot Classification", ECCV 2022. The cache's keys are the N few-shot image features (each
 averaged over its augmented views, then L2-normalised), its values their one-hot labels L (N, K).
+The views we average are the cached ones, each already unit length; the official
+``build_cache_model`` averages the raw features, so a view with a larger norm weighs a little more
+there, and keys differ from ours in the last digits.
 For an image feature f (B, D):
 
     A      = exp(-beta * (1 - f @ keys.T))                     affinities             (B, N)
@@ -54,7 +57,7 @@ def search_grid(scale: float, steps: int) -> torch.Tensor:
 
 
 def cache_keys(train: FeatureSet) -> torch.Tensor:
-    """Keys of the cache: each image's feature averaged over its views, renormalised: (N, D)."""
+    """Keys of the cache: each image's unit-length views averaged, renormalised: (N, D)."""
     return F.normalize(F.normalize(train.pooled.float(), dim=-1).mean(0), dim=-1)   # (V, N, D) -> (N, D)
 
 

@@ -110,7 +110,9 @@ LAYOUTS: tuple[Layout, ...] = (
 )
 
 #: One prompt table: CoOp's per-dataset template (trainers/zsclip.py CUSTOM_TEMPLATES); ImageNet uses
-#: the 7-template ensemble of Tip-Adapter / CLIP-Adapter (``vtclip.prompts.IMAGENET_ENSEMBLE``).
+#: Tip-Adapter's 7-template ensemble (``vtclip.prompts.IMAGENET_ENSEMBLE``) for every method. CoOp's
+#: and CLIP-Adapter's released code use the single "a photo of a {}." there, so on ImageNet our
+#: zero-shot and CLIP-Adapter texts are the ensemble's, not theirs.
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "imagenet": IMAGENET_ENSEMBLE,
     "caltech101": ("a photo of a {}.",),
