@@ -232,6 +232,13 @@ def test_wrong_image_size_and_channels(tiny_hf):
         tiny_hf.encode_image(torch.randn(1, 3, 32, 32), spatial="pooled")
 
 
+def test_a_prompt_ensemble_is_the_normalised_mean_of_its_templates(tiny_hf):
+    names, templates = ["cat", "dog", "red car"], ["a photo of a {}.", "art of the {}.", "a {} in a video game."]
+    by_hand = torch.stack([F.normalize(tiny_hf.encode_text([t.format(c) for t in templates]), dim=-1).mean(0)
+                           for c in names])                              # (K, D): per class, over templates
+    torch.testing.assert_close(text_classifier(tiny_hf, names, templates), F.normalize(by_hand, dim=-1))
+
+
 def test_empty_class_list(tiny_hf):
     with pytest.raises(ValueError, match="at least one class"):
         text_classifier(tiny_hf, [], ["a photo of a {}."])

@@ -378,3 +378,46 @@ def test_run_method_chooses_clip_adapter_alpha_on_val(tiny_hf):
     # an explicit alpha is not searched
     fixed, _, _ = run_method(task, "clip-adapter", shots=2, seed=1, cfg=cfg, progress=False, alpha=0.2)
     assert "selected_on_val" not in fixed["config"] and fixed["config"]["method"] == {"alpha": 0.2}
+
+
+def test_the_test_split_is_scored_once_last_and_never_steers_a_run(tiny_hf, monkeypatch):
+    """Whatever a run chooses (the epoch, an option, Tip-Adapter's alpha and beta, before and after
+    fine-tuning) it chooses on val: the test features are scored once, after everything else."""
+    import vtclip.train
+    from vtclip.experiments import load_task, run_method
+
+    task = load_task(tiny_hf, "toy-colours", progress=False)
+    scored = []                                  # the features each scoring call read, by storage
+    predict, search = vtclip.train.predict, TipAdapter.search
+
+    def spy_predict(model, feats, *a, **k):
+        scored.append(feats.pooled.data_ptr())
+        return predict(model, feats, *a, **k)
+
+    def spy_search(self, val, *a, **k):
+        scored.append(val.pooled.data_ptr())
+        return search(self, val, *a, **k)
+    monkeypatch.setattr(vtclip.train, "predict", spy_predict)
+    monkeypatch.setattr(TipAdapter, "search", spy_search)
+    test = task.test.pooled.data_ptr()
+    for method, cfg in [("vtclip", TrainConfig.smoke(epoch_on_val=True)), ("clip-adapter", TrainConfig.smoke()),
+                        ("tip-adapter", TrainConfig.smoke()), ("tip-adapter-f", TrainConfig.smoke())]:
+        scored.clear()
+        record, _, _ = run_method(task, method, shots=2, seed=2, cfg=cfg, progress=False)
+        assert len(scored) > 1 and scored[-1] == test and test not in scored[:-1], method
+        assert record["seed"] == record["config"]["train"]["seed"] == 2, method     # the run's seed trains it
+
+
+def test_run_method_keeps_the_clip_adapter_alpha_best_on_val():
+    # Pocket CLIP on pocket-compositions, one shot: the four alphas score differently on val
+    from vtclip.experiments import fewshot_features, load_task, run_method
+
+    task = load_task("pocket", "pocket-compositions", progress=False)
+    cfg = TrainConfig.smoke()
+    record, model, _ = run_method(task, "clip-adapter", shots=1, seed=1, cfg=cfg, progress=False)
+    scores = [acc for _, acc in record["config"]["selected_on_val"]["val_top1"]]
+    assert len(set(scores)) > 2, scores                   # a test of the choice, not of a tie-break
+    best = scores.index(max(scores))
+    assert model.alpha == ALPHA_GRID[best] and record["config"]["method"] == {"alpha": ALPHA_GRID[best]}
+    _, val = fewshot_features(task, 1, 1, cfg.views, progress=False)
+    assert evaluate(model, val)["top1"] == pytest.approx(max(scores), abs=0.01)   # scored on val

@@ -78,6 +78,11 @@ def test_augmented_views_are_seeded_and_differ(tiny_hf, toy_test, tmp_path):
                          views=3, augment=True, seed=1, cache=False, num_workers=0, progress=False)
     torch.testing.assert_close(a.spatial, b.spatial)            # same seed -> same crops
     assert not torch.allclose(a.spatial[0], a.spatial[1])       # views differ
+    # another seed: other crops, in an entry of its own (a draw that takes every image, as at 64
+    # shots in the Pocket suite, differs between seeds only through this seed)
+    c = _extract(tiny_hf, toy_test, tmp_path, indices=[0, 1], views=3, augment=True, seed=2)
+    assert not torch.allclose(a.spatial, c.spatial)
+    assert len(list((tmp_path / "toy-colours").iterdir())) == 2
 
 
 def _entry_of(tmp_path, store_dtype):
@@ -196,3 +201,30 @@ def test_pocket_views_are_resized_for_a_backbone_of_another_input_size(tiny_hf, 
         for view in f.pooled[:, j]:
             assert min((view - plain).abs().max(), (view - mirrored).abs().max()) < 1e-3
         assert not all(torch.allclose(v, f.pooled[0, j]) for v in f.pooled[1:, j])   # both kinds occur
+
+
+def _digest(clip, ds, **change):
+    args = dict(dataset_name="toy-colours", split="train", dataset=ds, indices=[0, 1, 2], views=2,
+                augment=True, seed=1, store_dtype="float32")
+    return features.key_digest(features.cache_key(clip, **{**args, **change}))
+
+
+# every input that changes the stored features, changed alone; the data root, the device and the
+# labels have tests of their own above
+@pytest.mark.parametrize("field,value", [
+    ("name", "another-backbone"), ("weights_tag", "other-weights"), ("spatial_mode", "projected"),
+    ("dtype", torch.float16), ("dataset_name", "toy-colours-2"), ("split", "val"), ("indices", [0, 1, 3]),
+    ("augment_policy", "flip"), ("views", 3), ("augment", False), ("seed", 2), ("store_dtype", "float16"),
+])
+def test_every_input_of_the_features_changes_the_cache_key(tiny_hf, field, value):
+    ds = get_dataset("toy-colours").split("train")
+    before = _digest(tiny_hf, ds)
+    if hasattr(tiny_hf, field):                 # a property of the backbone
+        setattr(tiny_hf, field, value)
+        after = _digest(tiny_hf, ds)
+    elif field == "augment_policy":             # the dataset's augmentation: another transform
+        ds.augment_policy = value
+        after = _digest(tiny_hf, ds)
+    else:
+        after = _digest(tiny_hf, ds, **{field: value})
+    assert after != before

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from vtclip.sweep import load_records, run_sweep
+from vtclip.sweep import load_records, run_sweep, summarize
 
 
 def test_sweep_resumes_records_failures_and_summarises(tiny_hf_dir, tmp_path):
@@ -27,12 +27,31 @@ def test_sweep_resumes_records_failures_and_summarises(tiny_hf_dir, tmp_path):
     with open(out / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert {(r["method"], r["n_seeds"]) for r in rows} == {("zeroshot", "3"), ("vtclip", "3")}
-    assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]      # summary written via a temp file
+    assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]      # no temp file left behind
     for row in rows:                                           # mean and std over the seeds' own records
         top1 = [r["top1"] for r in load_records(out) if r["method"] == row["method"]]
         assert len(top1) == 3 and float(row["top1_mean"]) == round(float(np.mean(top1)), 2)
         assert float(row["top1_std"]) == round(float(np.std(top1)), 2)
 
+
+
+def test_an_interrupted_summary_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    from vtclip.experiments import write_record
+
+    rec = {"method": "vtclip", "backbone": "pocket", "dataset": "pocket-shapes", "shots": 1, "top1": 50.0}
+    write_record({**rec, "seed": 1}, tmp_path)
+    summarize(tmp_path)
+    before = (tmp_path / "summary.csv").read_bytes()
+    write_record({**rec, "seed": 2, "top1": 70.0}, tmp_path)
+
+    def interrupted(self, target):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(type(tmp_path), "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        summarize(tmp_path)
+    monkeypatch.undo()
+    assert (tmp_path / "summary.csv").read_bytes() == before           # not half of the new one
+    assert summarize(tmp_path)[0]["n_seeds"] == 2                      # and a rerun writes it
 
 def test_missing_weights_stop_the_sweep_at_once(tmp_path):
     from vtclip.backbones import WeightsUnavailableError

@@ -115,6 +115,22 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
     torch.testing.assert_close(again(p, s), model(p, s), atol=0, rtol=0)
 
 
+def test_an_interrupted_checkpoint_save_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    feats, text = local_pattern_task()
+    model = VTCLIP(text, 50.0, d_visual=24, heads=4)
+    path = save_checkpoint(model, tmp_path / "head.safetensors")
+    before = path.read_bytes()
+    fit(model, feats, TrainConfig.smoke(epochs=2))                      # other weights to save
+
+    def interrupted(self, target):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(type(path), "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(model, path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+
+
 def test_paper_preset_follows_coop_schedule():
     assert TrainConfig.paper("dtd", 16).epochs == 200
     assert TrainConfig.paper("dtd", 4).epochs == 100
@@ -122,6 +138,43 @@ def test_paper_preset_follows_coop_schedule():
     assert TrainConfig.paper("imagenet", 16).epochs == 50
     cfg = TrainConfig.paper("dtd", 16)
     assert (cfg.batch_size, cfg.lr, cfg.optimizer, cfg.warmup_epochs) == (32, 2e-3, "sgd", 1)
+    from vtclip.train import make_optimizer     # CoOp's SGD: momentum 0.9, weight decay 5e-4
+
+    opt, _ = make_optimizer([torch.nn.Parameter(torch.zeros(2))], cfg, steps_per_epoch=1)
+    assert type(opt) is torch.optim.SGD
+    assert (opt.param_groups[0]["momentum"], opt.param_groups[0]["weight_decay"]) == (0.9, 5e-4)
+
+
+class ViewSpy(torch.nn.Module):
+    """Logits from a linear layer; records, in training, which (view, image) each row came from."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 2)
+        self.seen = []
+
+    def forward(self, pooled, spatial):
+        if self.training:
+            self.seen.append(pooled[:, :2].round().long().tolist())      # [(view, image), ...]
+        return self.linear(pooled[:, :2])
+
+
+def test_each_epoch_shows_every_image_once_in_a_random_view():
+    views, n, epochs = 4, 10, 12
+    v, i = torch.meshgrid(torch.arange(views), torch.arange(n), indexing="ij")
+    pooled = torch.stack([v, i], -1).float()                             # (V, N, 2): its own address
+    feats = FeatureSet(pooled, torch.zeros(views, n, 1, 2), torch.arange(n) % 2, (1, 1))
+    model = ViewSpy()
+    fit(model, feats, TrainConfig.smoke(epochs=epochs, batch_size=3))
+    steps = -(-n // 3)
+    assert len(model.seen) == epochs * steps
+    for e in range(epochs):
+        rows = [r for batch in model.seen[e * steps:(e + 1) * steps] for r in batch]
+        assert sorted(image for _, image in rows) == list(range(n))       # every image once per epoch
+    drawn = [view for batch in model.seen for view, _ in batch]
+    assert set(drawn) == set(range(views))                                # every view is used ...
+    per_image = {image: {view for batch in model.seen for view, im in batch if im == image} for image in range(n)}
+    assert all(len(vs) > 1 for vs in per_image.values())                  # ... and not one per image
 
 
 def test_records_are_never_overwritten(tmp_path):
@@ -141,7 +194,7 @@ def _run(capsys, *argv):
     return code, out.out, out.err
 
 
-def test_cli_zeroshot_and_train_json(tiny_hf_dir, tmp_path, capsys):
+def test_cli_zeroshot_and_train_json(tiny_hf_dir, tmp_path, capsys, monkeypatch):
     import vtclip as vt
     from vtclip import features
     from vtclip.backbones.hf import weights_digest
@@ -169,6 +222,12 @@ def test_cli_zeroshot_and_train_json(tiny_hf_dir, tmp_path, capsys):
     # ... and for the trained method, the test accuracy of the head saved next to the record
     (head,) = tmp_path.glob("*.safetensors")
     assert rec["n_test"] == 64 and rec["top1"] == round(evaluate(load_checkpoint(head), test)["top1"], 2)
+    # a record already there: refused before any feature is extracted or anything trained
+    import vtclip.experiments
+
+    def no_work(*a, **k):
+        raise AssertionError("train did work before refusing an existing record")
+    monkeypatch.setattr(vtclip.experiments, "load_task", no_work)
     code, _, err = _run(capsys, "train", "--backbone", str(tiny_hf_dir), "--dataset", "toy-colours",
                         "--shots", "4", "--preset", "smoke", "--out", str(tmp_path))
     assert code == 2 and "already exists" in err
