@@ -136,6 +136,10 @@ def test_paper_preset_follows_coop_schedule():
     assert TrainConfig.paper("dtd", 4).epochs == 100
     assert TrainConfig.paper("dtd", 1).epochs == 50
     assert TrainConfig.paper("imagenet", 16).epochs == 50
+    # other shot counts: the schedule of the largest listed count below them
+    assert [TrainConfig.paper("dtd", k).epochs for k in (3, 7, 24, 64)] == [100, 100, 200, 200]
+    with pytest.raises(ValueError, match="shots must be a whole number >= 1, got 0"):
+        TrainConfig.paper("dtd", 0)
     cfg = TrainConfig.paper("dtd", 16)
     assert (cfg.batch_size, cfg.lr, cfg.optimizer, cfg.warmup_epochs) == (32, 2e-3, "sgd", 1)
     from vtclip.train import make_optimizer     # CoOp's SGD: momentum 0.9, weight decay 5e-4
@@ -255,11 +259,18 @@ def test_cli_bad_arguments(tiny_hf_dir, capsys, args, message):
 
 
 def test_train_config_refuses_meaningless_values_and_names_them():
-    with pytest.raises(ValueError, match=r"batch_size must be a whole number >= 1, got 0; lr must be > 0, got -0.1"):
+    with pytest.raises(ValueError, match=r"batch_size must be a whole number >= 1, got 0; lr must be a number > 0, got -0.1"):
         TrainConfig(batch_size=0, lr=-0.1)
+    # values of the wrong type, as --train KEY=VALUE can give them: named, not a TypeError or a truthy string
+    with pytest.raises(ValueError, match=r"lr must be a number > 0, got 'abc'"):
+        TrainConfig(lr="abc")
+    with pytest.raises(ValueError, match=r"epoch_on_val must be true or false \(on the command line: epoch_on_val=true"):
+        TrainConfig(epoch_on_val="False")
+    with pytest.raises(ValueError, match=r"epochs must be a whole number >= 0 \(0: no training\), got True; amp must be"):
+        TrainConfig(epochs=True, amp="no")
     with pytest.raises(ValueError, match="optimizer must be 'sgd' or 'adamw', got 'adam'"):
         TrainConfig.fast().replace(optimizer="adam")
-    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\), got 1.0"):
+    with pytest.raises(ValueError, match=r"label_smoothing must be a number in \[0, 1\), got 1.0"):
         TrainConfig(label_smoothing=1.0)
     assert TrainConfig(epochs=0).epochs == 0                  # 0 epochs: evaluate the untrained method
     with pytest.raises(ValueError, match="warmup_epochs=1 leaves no epoch of the schedule when epochs=1"):

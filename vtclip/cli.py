@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _print_json(obj) -> None:
@@ -33,7 +34,7 @@ def report(args, record: dict, line: str) -> int:
 
 
 def cmd_train(args) -> int:
-    from .experiments import check_record_free, load_task, run_method, write_record
+    from .experiments import check_out, check_record_free, load_task, run_method, run_record_name, write_record
     from .datasets import get_dataset
     from .train import TrainConfig, save_checkpoint
 
@@ -45,10 +46,20 @@ def cmd_train(args) -> int:
     if args.method != "vtclip" and (args.heads, args.layers) != (None, None):
         raise ValueError(f"--heads/--layers are VT-CLIP's; {args.method} takes --option KEY=VALUE "
                          "(its options are listed if you give an unknown one)")
-    if args.out:
-        check_record_free(args.out, args.method, args.backbone, args.dataset, args.shots, args.seed)
     options = {k: v for k, v in (("heads", args.heads), ("layers", args.layers)) if v is not None}
-    options.update(parse_options(args.option))
+    given = parse_options(args.option)
+    twice = sorted(set(options) & set(given))
+    if twice:
+        raise ValueError(f"{twice[0]} is given by --{twice[0]} and by --option; give it once")
+    options.update(given)
+    if args.out:                             # before any work: never overwrite, never waste the training
+        check_out(args.out)
+        check_record_free(args.out, args.method, args.backbone, args.dataset, args.shots, args.seed)
+        head = (Path(args.out) / run_record_name(args.method, args.backbone, args.dataset, args.shots,
+                                                 args.seed)).with_suffix(".safetensors")
+        if args.save_head and head.exists():
+            raise FileExistsError(f"{head} already exists; not overwriting it. Use another --out directory "
+                                  "or move that file away.")
     task = load_task(args.backbone, args.dataset, args.spatial, args.data_root, progress=not args.json,
                      skip_bad_images=args.skip_bad_images)
     record, model, _ = run_method(task, args.method, args.shots, args.seed, cfg.replace(progress=not args.json),
@@ -77,7 +88,7 @@ def parse_options(pairs) -> dict:
 
 
 def cmd_demo(args) -> int:
-    from .experiments import run_demo
+    from .experiments import pocket_suite, run_demo
     from .train import TrainConfig
 
     import torch
@@ -85,7 +96,13 @@ def cmd_demo(args) -> int:
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
-    preset = "smoke" if args.smoke else args.preset
+    outside = [d for d in args.datasets or () if d not in pocket_suite()]
+    if outside:
+        raise ValueError(f"the demo runs on the Pocket suite, and {', '.join(outside)} is not in it: pick from "
+                         f"{', '.join(pocket_suite())} (vtclip sweep runs any dataset)")
+    if args.smoke and args.preset not in (None, "smoke"):
+        raise ValueError(f"--smoke is --preset smoke; it cannot go with --preset {args.preset}")
+    preset = "smoke" if args.smoke else args.preset or "fast"
     cfg = TrainConfig.preset(preset, shots=args.shots)
     result = run_demo(args.backbone, args.datasets, shots=args.shots, seeds=tuple(args.seeds),
                       cfg=cfg.replace(progress=False), out=args.out, progress=not args.json)
@@ -147,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shots", type=int, default=16)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--datasets", nargs="+", default=None, help="a subset of the Pocket suite (default: all)")
-    p.add_argument("--preset", default="fast", choices=["fast", "paper", "smoke"],
+    p.add_argument("--preset", default=None, choices=["fast", "paper", "smoke"],
                    help="training schedule: fast (AdamW, 20 epochs; the default, ~2 min on 2 cores), "
                         "paper (CoOp's schedule, as in results/pocket; ~6 min), smoke (seconds)")
     p.add_argument("--smoke", action="store_true", help="same as --preset smoke")

@@ -27,8 +27,9 @@ import torch
 
 from . import features
 from .backbones import load_clip
-from .experiments import (Task, backbone_label, check_resume, dataset_label, dataset_names, device_name,
-                          fewshot_features, load_task, record_name, summary_row, write_record, _version)
+from .experiments import (Task, backbone_label, check_grid, check_out, check_resume, dataset_label, dataset_names,
+                          device_name, fewshot_features, load_task, record_name, summary_row, write_record,
+                          _version)
 from .methods import ZeroShot, build_method
 from .train import TrainConfig, check_trains, config_dict, evaluate, fit
 
@@ -104,12 +105,14 @@ def run_curves_grid(method: str, backbone: str, datasets, shots: int, seeds, out
 
     ``skip_bad_images`` leaves unreadable train / val images out (listed in each record's
     ``config.dropped_images``) instead of stopping."""
-    out = Path(out)
+    check_grid(datasets=datasets, seeds=seeds)
+    out = check_out(out)
     done, skipped = 0, 0
     # resuming or extending: every curves record of this backbone there must come from the same weights,
     # and those in a row this grid adds to (any seed) from the same schedule and method options
     recipes = {summary_row(curves_name(method, backbone, d, shots, 1, variant)):
-               (TrainConfig.preset(preset, dataset_label(d), shots, method=method), options) for d in datasets}
+               (TrainConfig.preset(preset, dataset_label(d), shots, method=method), options, "raw")
+               for d in datasets}
     clip = check_resume(out, backbone, recipes, lambda: load_clip(backbone), curves=True)
     for dataset in datasets:
         task = None

@@ -133,6 +133,9 @@ def run_method(task: Task, method: str, shots: int, seed: int, cfg: TrainConfig 
 def run_zeroshot(backbone, dataset: str, spatial: str = "raw", data_root=None, out=None,
                  progress: bool = True, skip_bad_images: bool = False) -> dict:
     """Zero-shot top-1 on the full test split (prompt ensemble of the dataset's templates)."""
+    if out:                                  # before the test split is encoded
+        check_out(out)
+        check_record_free(out, "zeroshot", getattr(backbone, "name", backbone), dataset, 0, 0)
     task = load_task(backbone, dataset, spatial, data_root, progress, skip_bad_images)
     from .methods import ZeroShot
 
@@ -180,7 +183,8 @@ def record_name(record: dict) -> str:
 def backbone_label(backbone: str) -> str:
     """The ``backbone`` a record of ``load_clip(backbone)`` will carry: a local directory's name, else
     the name itself."""
-    return Path(backbone).name if Path(backbone).is_dir() else backbone
+    path = Path(backbone).expanduser()             # as load_clip reads it: "~/models/x" is x
+    return path.name if path.is_dir() else backbone
 
 
 def dataset_label(dataset: str) -> str:
@@ -195,6 +199,37 @@ def run_record_name(method: str, backbone: str, dataset: str, shots: int, seed: 
     """The file name of the record this run would write (``backbone``/``dataset`` as given on the CLI)."""
     return record_name({"method": method, "variant": variant, "backbone": backbone_label(backbone),
                         "dataset": dataset_label(dataset), "shots": shots, "seed": seed})
+
+
+def check_out(out) -> Path:
+    """Make ``out`` (a results folder) before any work, or say why it cannot be one."""
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: give a folder for the records")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot create that folder ({err.strerror}); give a folder you can "
+                         "write to") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: no permission to write there; give a folder you can write to")
+    return out
+
+
+def check_grid(methods=(), datasets=(), shots=(), seeds=()) -> None:
+    """Before any work: every method and dataset of a grid is known, and nothing is given twice (a
+    seed twice would count one run twice in a mean, or fail after training on its own record)."""
+    from .methods import METHODS
+
+    for flag, values in (("--methods", methods), ("--datasets", datasets), ("--shots", shots), ("--seeds", seeds)):
+        twice = sorted({str(v) for v in values if list(values).count(v) > 1})
+        if twice:
+            raise ValueError(f"{flag}: {', '.join(twice)} given more than once; give each once")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"Unknown method(s) {unknown}. Known methods: {', '.join(METHODS)}")
+    for d in datasets:
+        get_dataset(d)                       # an unknown name: the list of known ones
 
 
 def check_record_free(out, method: str, backbone: str, dataset: str, shots: int, seed: int) -> None:
@@ -238,12 +273,12 @@ def summary_row(path) -> str:
 def check_resume(out, backbone: str, recipes: dict, load_clip, curves: bool = False):
     """Before a grid resumes or extends ``out``: every record of ``backbone`` there must come from the
     same weights (``check_same_weights``, whose backbone is returned), and those in a summary row the
-    grid adds to (``recipes``: row -> (TrainConfig, method options)), any seed, from the same recipe
-    (``check_same_training``)."""
+    grid adds to (``recipes``: row -> (TrainConfig, method options, spatial map)), any seed, from the
+    same recipe (``check_same_training``)."""
     finished = finished_records(out, backbone, curves)
-    in_rows = [p for p in finished if summary_row(p) in recipes]
-    check_same_training({p: recipes[summary_row(p)][0] for p in in_rows},
-                        options={p: recipes[summary_row(p)][1] for p in in_rows})
+    in_rows = {p: recipes[summary_row(p)] for p in finished if summary_row(p) in recipes}
+    check_same_training({p: r[0] for p, r in in_rows.items()}, options={p: r[1] for p, r in in_rows.items()},
+                        spatial={p: r[2] for p, r in in_rows.items()})
     return check_same_weights(finished, load_clip)
 
 
@@ -275,7 +310,7 @@ def check_same_weights(paths, load_clip):
     return clip
 
 
-def check_same_training(expected: dict, options: dict | None = None) -> None:
+def check_same_training(expected: dict, options: dict | None = None, spatial: dict | None = None) -> None:
     """Refuse to resume into records trained with another recipe.
 
     ``expected`` maps record files to the ``TrainConfig`` the grid trains their summary row with:
@@ -284,8 +319,11 @@ def check_same_training(expected: dict, options: dict | None = None) -> None:
     records, resumed or extended with ``--preset paper``, would mix two schedules in one row of the
     table. Every finished record's ``config.train`` must equal its expected config, except the seed
     and the progress bar (fields a record does not have, written before they existed, are not compared).
-    ``options`` maps record files to the method options the grid gives: each must be in the record's
-    ``config.method`` with the same value (a variant named by hand could otherwise hide a change).
+    ``options`` maps record files to the method options the grid gives: the record's ``config.method``
+    must hold exactly those, apart from the options its run chose on val (``selected_on_val``). A
+    variant named by hand could otherwise hide a change, and ``vtclip train --heads 4`` writes a record
+    under the same name as a default run. ``spatial`` maps record files to the grid's spatial map,
+    which must be the record's ``config.spatial``.
     """
     skip = ("seed", "progress")
     for path, cfg in expected.items():
@@ -296,17 +334,24 @@ def check_same_training(expected: dict, options: dict | None = None) -> None:
         have, want = config["train"], config_dict(cfg)
         diff = {k: (have[k], want[k]) for k in have if k in want and k not in skip and have[k] != want[k]}
         given = (options or {}).get(path, {})
-        diff.update({k: (config["method"].get(k), v) for k, v in given.items() if config["method"].get(k) != v})
+        chosen = set(config.get("selected_on_val", {}).get("grid", {}))
+        had = {k: v for k, v in config.get("method", {}).items() if k not in chosen}
+        unset = "(default)"
+        diff.update({k: (had.get(k, unset), given.get(k, unset)) for k in sorted(set(had) | set(given))
+                     if had.get(k, unset) != given.get(k, unset)})
+        want_spatial = (spatial or {}).get(path)
+        if want_spatial and config.get("spatial", want_spatial) != want_spatial:
+            diff["spatial"] = (config["spatial"], want_spatial)
         if diff:
             shown = ", ".join(f"{k}={a!r} (this grid: {b!r})" for k, (a, b) in diff.items())
             raise ValueError(f"{path} was trained with {shown}; resuming would mix two training recipes "
-                             "in one folder. Use the same --preset/--train/--option as that folder's runs, a new "
+                             "in one folder. Use the same --preset/--train/--option/--spatial as that folder's runs, a new "
                              "--out folder, or move the old records away.")
 
 
 def dataset_names(names) -> list[str]:
-    """Dataset names as given on the command line, with ``["pocket"]`` meaning the whole Pocket suite."""
-    return pocket_suite() if list(names) == ["pocket"] else list(names)
+    """Dataset names as given on the command line, ``pocket`` standing for the whole Pocket suite."""
+    return [d for name in names for d in (pocket_suite() if name == "pocket" else [name])]
 
 
 def pocket_suite() -> list[str]:
@@ -321,11 +366,15 @@ def pocket_suite() -> list[str]:
 
 def run_demo(backbone: str = "pocket", datasets=None, shots: int = 16, seeds=(1, 2, 3),
              cfg: TrainConfig | None = None, out=None, progress: bool = True) -> dict:
-    """The offline main job: zero-shot vs VT-CLIP (mean and std over seeds) on the Pocket suite."""
+    """The offline main job: zero-shot vs VT-CLIP (mean and std over seeds) on the Pocket suite (or
+    on ``datasets``)."""
     start = time.perf_counter()
+    suite = pocket_suite()
+    check_grid(datasets=datasets or (), seeds=seeds)
     clip = load_clip(backbone)
     if out:                                  # before any training: never overwrite, never waste the work
-        for name in datasets or pocket_suite():
+        check_out(out)
+        for name in datasets or suite:
             for seed in seeds:
                 check_record_free(out, "vtclip", backbone, name, shots, seed)
     rows = {}

@@ -23,8 +23,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .datasets.base import check_draw
-from .experiments import (check_resume, dataset_label, dataset_names, load_task, method_label, run_method,
-                          run_record_name, summary_row, write_record)
+from .experiments import (check_grid, check_out, check_resume, dataset_label, dataset_names, load_task,
+                          method_label, run_method, run_record_name, summary_row, write_record)
 from .train import TrainConfig
 
 
@@ -45,9 +45,11 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
     """
     from .backbones import WeightsUnavailableError, load_clip
 
-    out = Path(out)
-    for k, seed in itertools.product(shots, seeds):   # before any model loads: a bad draw fails every run
+    check_grid(methods, datasets, shots, seeds)       # before any model loads: names, duplicates,
+    for k, seed in itertools.product(shots, seeds):   # and draws, which would fail every run
         check_draw(k, seed)
+    out = check_out(out)
+    check_summary_is_ours(out / "summary.csv")
     variants = variants or {None: {}}
     grid = list(itertools.product(datasets, shots, seeds, methods, variants))
     clips, tasks, done, failed, errors = {}, {}, 0, 0, []
@@ -55,7 +57,7 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
     # a summary row this grid adds to (any seed) from the same training recipe and method options
     recipe = {summary_row(run_record_name(m, backbone, d, k, s, v)):
               (TrainConfig.preset(preset, dataset_label(d), k, method=m).replace(**variants[v].get("train", {})),
-               variants[v].get("options", {}))
+               variants[v].get("options", {}), variants[v].get("spatial", "raw"))
               for d, k, s, m, v in grid}
     spatial = variants[next(iter(variants))].get("spatial", "raw")
     clip = check_resume(out, backbone, recipe, lambda: load_clip(backbone, spatial=spatial))
@@ -84,6 +86,7 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
             if variant:
                 record = {**record, "variant": variant}
             write_record(record, out)
+            (out / "failed" / name).unlink(missing_ok=True)     # an earlier failure of this run, now done
             done += 1
         except WeightsUnavailableError:     # the backbone itself: every other run would fail the same way
             raise
@@ -124,6 +127,7 @@ def summarize(folder) -> list[dict]:
             for (m, var, b, d, k), v in sorted(groups.items())]
     if rows:
         path = Path(folder) / "summary.csv"
+        check_summary_is_ours(path)
         tmp = path.with_name(f".summary.csv.tmp-{os.getpid()}")   # atomic: two sweeps may share a folder
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -131,6 +135,21 @@ def summarize(folder) -> list[dict]:
             writer.writerows(rows)
         tmp.replace(path)
     return rows
+
+
+#: The columns of a ``summary.csv`` that ``summarize`` writes (``variant`` only with ablation variants).
+SUMMARY_COLUMNS = ["method", "variant", "backbone", "dataset", "shots", "top1_mean", "top1_std", "n_seeds"]
+
+
+def check_summary_is_ours(path: Path) -> None:
+    """Refuse to replace a ``summary.csv`` that ``summarize`` did not write (it has other columns)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        header = next(csv.reader(f), [])
+    if header not in (SUMMARY_COLUMNS, [c for c in SUMMARY_COLUMNS if c != "variant"]):
+        raise ValueError(f"{path} is not a summary this sweep writes (columns {header}); not replacing it. "
+                         "Move it away or use another --out folder.")
 
 
 def run_grid(command: str, methods, args, shots, variants=None) -> int:
@@ -150,6 +169,11 @@ def run_grid(command: str, methods, args, shots, variants=None) -> int:
     unknown = [k for k in train if k not in fields]
     if unknown:
         raise ValueError(f"--train: unknown TrainConfig field(s) {unknown}; known: {', '.join(sorted(fields))}")
+    both = sorted(set(select) & set(options))
+    if both:
+        raise ValueError(f"{both[0]} is given by --option and chosen by --select; give it one way")
+    if getattr(args, "variant", None) and not (select or options or train):
+        raise ValueError("--variant names what --option/--select/--train change, and none is given")
     if select or options or train:   # one variant, named after what it changes (or --variant)
         name = getattr(args, "variant", None) or variant_label(options, select, train)
         variants = {name: {"options": options, "select": select or None, "train": train}}

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .features import FeatureSet
 
 #: CoOp's epochs by number of shots (RN50 schedule that the VT-CLIP paper cites); ImageNet: 50.
+#: Other shot counts take the schedule of the largest listed count below them (3 shots: 100, 64: 200).
 PAPER_EPOCHS = {1: 50, 2: 100, 4: 100, 8: 200, 16: 200}
 #: Datasets whose paper schedule is shorter than PAPER_EPOCHS says.
 PAPER_EPOCHS_OVERRIDE = {"imagenet": 50}
@@ -32,6 +33,14 @@ METHOD_SCHEDULES = {
 }
 #: (method, dataset) -> epochs, where a method's own schedule differs by dataset.
 METHOD_EPOCHS_OVERRIDE = {("tip-adapter-f", "eurosat"): 100}
+
+
+def _whole(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 @dataclass(frozen=True)
@@ -60,8 +69,10 @@ class TrainConfig:
         if method in METHOD_SCHEDULES:
             epochs = METHOD_EPOCHS_OVERRIDE.get((method, dataset), METHOD_SCHEDULES[method]["epochs"])
             return cls(**{**METHOD_SCHEDULES[method], "epochs": epochs, **kw})
-        epochs = PAPER_EPOCHS_OVERRIDE.get(dataset, PAPER_EPOCHS.get(shots, 200))
-        return cls(epochs=epochs, **kw)
+        if not _whole(shots) or shots < 1:
+            raise ValueError(f"TrainConfig.paper: shots must be a whole number >= 1, got {shots!r}")
+        below = max(k for k in PAPER_EPOCHS if k <= shots)
+        return cls(epochs=PAPER_EPOCHS_OVERRIDE.get(dataset, PAPER_EPOCHS[below]), **kw)
 
     @classmethod
     def fast(cls, **kw) -> "TrainConfig":
@@ -87,18 +98,22 @@ class TrainConfig:
 
     def __post_init__(self):
         """Refuse values no run can mean (a negative epoch count, a zero batch, ...), naming the field."""
+        flag = "true or false (on the command line: {}=true or {}=false)".format
         bad = {name: why for name, ok, why in [
-            ("epochs", isinstance(self.epochs, int) and self.epochs >= 0, "a whole number >= 0 (0: no training)"),
-            ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1, "a whole number >= 1"),
+            ("epochs", _whole(self.epochs) and self.epochs >= 0, "a whole number >= 0 (0: no training)"),
+            ("batch_size", _whole(self.batch_size) and self.batch_size >= 1, "a whole number >= 1"),
             ("optimizer", self.optimizer in ("sgd", "adamw"), "'sgd' or 'adamw'"),
-            ("lr", self.lr > 0, "> 0"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0"),
-            ("adam_eps", self.adam_eps > 0, "> 0"),
-            ("warmup_epochs", isinstance(self.warmup_epochs, int) and self.warmup_epochs >= 0, "a whole number >= 0"),
-            ("warmup_lr", self.warmup_lr >= 0, ">= 0"),
-            ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
-            ("views", isinstance(self.views, int) and self.views >= 1, "a whole number >= 1"),
-            ("seed", isinstance(self.seed, int) and self.seed >= 0, "a whole number >= 0"),
+            ("lr", _number(self.lr) and self.lr > 0, "a number > 0"),
+            ("weight_decay", _number(self.weight_decay) and self.weight_decay >= 0, "a number >= 0"),
+            ("adam_eps", _number(self.adam_eps) and self.adam_eps > 0, "a number > 0"),
+            ("warmup_epochs", _whole(self.warmup_epochs) and self.warmup_epochs >= 0, "a whole number >= 0"),
+            ("warmup_lr", _number(self.warmup_lr) and self.warmup_lr >= 0, "a number >= 0"),
+            ("label_smoothing", _number(self.label_smoothing) and 0 <= self.label_smoothing < 1, "a number in [0, 1)"),
+            ("views", _whole(self.views) and self.views >= 1, "a whole number >= 1"),
+            ("epoch_on_val", isinstance(self.epoch_on_val, bool), flag("epoch_on_val", "epoch_on_val")),
+            ("seed", _whole(self.seed) and self.seed >= 0, "a whole number >= 0"),
+            ("amp", isinstance(self.amp, bool), flag("amp", "amp")),
+            ("progress", isinstance(self.progress, bool), flag("progress", "progress")),
         ] if not ok}
         if bad:
             raise ValueError("TrainConfig: " + "; ".join(f"{name} must be {why}, got {getattr(self, name)!r}"

@@ -256,6 +256,13 @@ def pretrain(cfg: PocketConfig, out: str | Path, resume: bool = False, progress:
             f"{out} already holds a finished Pocket CLIP (model.safetensors); pretraining would overwrite it "
             "and every record measured with it would no longer match its weights. Pass --out NEW_DIR "
             "(then --backbone NEW_DIR to use it), or move the old checkpoint away.")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: give a new folder for the checkpoint")
+    foreign = sorted(f.name for f in out.glob("*")) if not (out / "resume.pt").is_file() else []
+    if foreign:                  # without resume.pt nothing there is ours: saving would replace files
+        raise FileExistsError(f"{out} already holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, "
+                              "which this run did not write; pretraining writes its checkpoint files there. "
+                              "Pass --out NEW_DIR (or an empty folder).")
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     tokenizer = build_tokenizer(cfg.num_merges, cfg.context_length)
