@@ -248,6 +248,23 @@ def test_empty_class_list(tiny_hf):
         text_classifier(tiny_hf, ["cat"], ["a photo"])
 
 
+def test_inputs_of_the_wrong_kind_are_named(tiny_hf, monkeypatch):
+    with pytest.raises(ValueError, match="takes a list of class names, got the string 'cat'"):
+        text_classifier(tiny_hf, "cat", ["a photo of a {}."])
+    with pytest.raises(ValueError, match="expects normalised float pixels, got torch.uint8"):
+        tiny_hf.encode_image(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    monkeypatch.setenv("VTCLIP_DEVICE", "gpu0")
+    with pytest.raises(ValueError, match=r"'gpu0' \(from VTCLIP_DEVICE\) is not a torch device"):
+        vt.get_device()
+    if not torch.cuda.is_available():         # a device asked for by argument gets the same clear refusal
+        with pytest.raises(RuntimeError, match="torch sees no CUDA device"):
+            vt.load_clip("pocket", device="cuda")
+    from vtclip.vtclip import VTCLIPHead
+
+    with pytest.raises(ValueError, match=r"dropout=2: the probability of zeroing an activation, in \[0, 1\)"):
+        VTCLIPHead(8, 8, heads=2, dropout=2)
+
+
 def test_fp16_on_cpu_is_refused():
     with pytest.raises(ValueError, match="needs a GPU"):
         vt.load_clip("pocket", device="cpu", precision="bf16")

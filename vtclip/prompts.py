@@ -34,6 +34,8 @@ def text_classifier(clip, classnames: Sequence[str], templates: Sequence[str] = 
 
     Each class's prompts are embedded, normalised, averaged over ``templates`` and renormalised.
     """
+    if isinstance(classnames, str):
+        raise ValueError(f"text_classifier takes a list of class names, got the string {classnames!r}")
     if len(classnames) == 0:
         raise ValueError("text_classifier needs at least one class name (got an empty list)")
     if isinstance(templates, str) or len(templates) == 0:

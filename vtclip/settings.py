@@ -26,7 +26,11 @@ def get_device(prefer: str | None = None) -> torch.device:
         if name.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"device {name!r} was asked for but torch sees no CUDA device; "
                                "use 'cpu' or unset VTCLIP_DEVICE")
-        return torch.device(name)
+        try:
+            return torch.device(name)
+        except RuntimeError:
+            where = "" if prefer else " (from VTCLIP_DEVICE)"
+            raise ValueError(f"{name!r}{where} is not a torch device; use cpu, cuda, cuda:1, ...") from None
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

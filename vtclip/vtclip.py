@@ -114,6 +114,8 @@ class VTCLIPHead(nn.Module):
         super().__init__()
         if layers < 0:
             raise ValueError(f"layers={layers}: a head has 0 or more decoder layers (0 = the texts unchanged)")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout={dropout}: the probability of zeroing an activation, in [0, 1)")
         self.config = dict(d_text=d_text, d_visual=d_visual, heads=heads, layers=layers,
                            ffn_ratio=ffn_ratio, dropout=dropout, self_attn=self_attn, residual=residual)
         self.residual = residual

@@ -28,7 +28,7 @@ def load_clip(name: str, spatial: str = "raw", device: torch.device | str | None
     ``spatial`` picks the default map of ``encode_image`` ("raw" or "projected"); ``precision``
     is fp32 (always on CPU) or fp16/bf16 (GPU only).
     """
-    device = torch.device(device) if device is not None else settings.get_device()
+    device = settings.get_device(str(device) if device is not None else None)
     if precision not in _DTYPES:
         raise ValueError(f"precision must be one of {list(_DTYPES)}, got {precision!r}")
     if precision != "fp32" and device.type == "cpu":

@@ -118,6 +118,9 @@ class FrozenCLIP(nn.Module):
             shape = tuple(pixels.shape) if torch.is_tensor(pixels) else type(pixels).__name__
             raise ValueError(f"{self.name}: encode_image expects a (B, 3, {self.image_size}, "
                              f"{self.image_size}) tensor, got {shape}; use clip.preprocess on PIL images")
+        if not pixels.is_floating_point():
+            raise ValueError(f"{self.name}: encode_image expects normalised float pixels, got {pixels.dtype}; "
+                             "use clip.preprocess on PIL images")
         if tuple(pixels.shape[-2:]) != (self.image_size, self.image_size):
             raise ValueError(f"{self.name}: images must be {self.image_size}x{self.image_size} "
                              f"pixels, got {tuple(pixels.shape[-2:])}; use clip.preprocess")
