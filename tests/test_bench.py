@@ -53,6 +53,28 @@ def test_bad_devices_fail_clearly(capsys):
         assert "no CUDA device" in capsys.readouterr().err
 
 
+def test_an_unsupported_device_is_refused_not_benchmarked_on_the_cpu(tmp_path, capsys):
+    # `--device mps` (or cuda:0) without --quick used to run the full CPU benchmark; the --out of a
+    # record that exists is refused too, but only after the device: the message must be about it
+    out = tmp_path / "b.json"
+    out.write_text('{"mine": true}')
+    for device in ("mps", "cuda:0"):
+        assert main(["bench", "--device", device, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"vtclip bench: error: unknown device {device!r}") and "'cpu' or 'cuda'" in err
+    assert json.loads(out.read_text()) == {"mine": True}
+
+
+def test_a_failed_save_leaves_no_record_and_no_temporary_file(tmp_path):
+    # the record is written whole or not at all: a half-written file would also block the rerun
+    bad = {"settings": {"device": "cpu", "quick": True}, "x": 1, "results": [object()]}
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        bench.save_record(bad, tmp_path / "r.json")
+    assert list(tmp_path.iterdir()) == []
+    path = bench.save_record({**bad, "results": []}, tmp_path / "r.json")        # the rerun is not blocked
+    assert json.loads(path.read_text())["results"] == [] and list(tmp_path.iterdir()) == [path]
+
+
 def test_save_record_never_overwrites(tmp_path):
     path = bench.save_record({"settings": {"device": "cpu", "quick": True}, "x": 1}, tmp_path / "r.json")
     with pytest.raises(FileExistsError, match="already exists; not overwriting it"):

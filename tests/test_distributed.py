@@ -69,7 +69,8 @@ def test_two_gloo_processes_equal_single_process(tiny_hf_dir, tmp_path):
     entries = list((cache_dir / "toy-colours").iterdir())
     assert len(entries) == 1
     (entries[0] / "pooled.npy").unlink()            # a hit must read this folder: break it on purpose
-    with pytest.raises(FileNotFoundError, match=r"pooled\.npy"):
+    # (features.load_entry may name the missing file inside its own "damaged entry" RuntimeError)
+    with pytest.raises((FileNotFoundError, RuntimeError), match=r"pooled\.npy"):
         features.extract(clip, ds, cache=True, cache_dir=cache_dir, **kw)
 
 
@@ -117,3 +118,38 @@ def test_main_says_what_is_missing_without_a_traceback(tmp_path, monkeypatch, ca
     assert err.startswith("python -m vtclip.distributed (rank 0): error: Could not load OpenAI weights for RN50")
     assert err.rstrip().endswith("weights/RN50.pt.")                  # where to put the file
     assert not torch.distributed.is_initialized()                  # the group is left cleanly
+
+
+def test_main_without_torchrun_says_how_to_run_it(monkeypatch, capsys):
+    # plain `python -m vtclip.distributed` was torch's rendezvous traceback ("RANK expected, but not set")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    code = distributed.main(["--backbone", "pocket", "--dataset", "toy-colours"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("python -m vtclip.distributed: error: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT not set")
+    assert "torchrun --nproc_per_node=N -m vtclip.distributed" in err
+    assert not torch.distributed.is_initialized()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--dataset", "nope"], "Unknown dataset 'nope'. Known datasets:"),
+    (["--dataset", "toy-colours", "--shots", "0"], "shots must be a whole number of at least 1"),
+    (["--dataset", "toy-colours", "--shots", "2", "--views", "0"], "--views must be at least 1, got 0"),
+])
+def test_main_checks_its_arguments_before_joining_the_group(args, says, monkeypatch, capsys):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k, v in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
+                 "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(k, v)
+    joined, real_init = [], distributed.init
+    monkeypatch.setattr(distributed, "init", lambda *a, **kw: joined.append(a) or real_init(*a, **kw))
+    code = distributed.main(["--backbone", "pocket", "--backend", "gloo", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("python -m vtclip.distributed (rank 0): error: ") and says in err
+    assert joined == [] and not torch.distributed.is_initialized()        # every rank stops before it
+

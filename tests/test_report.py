@@ -53,6 +53,43 @@ def test_update_readme_rewrites_only_its_block(tmp_path):
     assert readme.read_text() == "no block here\n"                       # refused, left as it was
 
 
+def test_command_line_checks_without_writing_and_regenerates(tmp_path, capsys):
+    records = tmp_path / "records"
+    records.mkdir()
+    _write(records, "vtclip", "pocket-clutter", 16, 1, 61.0)
+    _write(records, "zeroshot", "pocket-clutter", 16, 1, 50.0)
+    readme = tmp_path / "README.md"
+    stale = f"intro\n{report.START}\nstale table\n{report.END}\noutro\n"
+    readme.write_text(stale)
+    where = ["--readme", str(readme), "--records", str(records)]
+    assert report.main(["--check", *where]) == 1                         # out of date: said, not fixed
+    assert "out of date" in capsys.readouterr().err and readme.read_text() == stale
+    assert report.main(where) == 0                                        # a plain call regenerates
+    assert readme.read_text() == f"intro\n{report.readme_block(records)}\noutro\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "records"]     # no temporary file
+    assert report.main(["--check", *where]) == 0
+    assert "up to date" in capsys.readouterr().err
+    readme.write_text("no block here\n")
+    assert report.main(where) == 2
+    assert capsys.readouterr().err.startswith("python -m vtclip.report: error: ")
+    assert readme.read_text() == "no block here\n"
+
+
+@pytest.mark.filterwarnings("ignore:'vtclip.report' found in sys.modules:RuntimeWarning")
+@pytest.mark.parametrize("argv, code", [(["--help"], 0), (["--check"], 0), (["--no-such-flag"], 2)])
+def test_module_run_reads_its_arguments_and_writes_nothing_unasked(argv, code, monkeypatch, capsys):
+    # `python -m vtclip.report --help` used to ignore its arguments and rewrite the README
+    import runpy
+
+    before = report.README.stat().st_mtime_ns
+    monkeypatch.setattr("sys.argv", ["python -m vtclip.report", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("vtclip.report", run_name="__main__")           # as `python -m vtclip.report`
+    assert exit_.value.code == code
+    assert ("--check" in capsys.readouterr().out) == (argv == ["--help"])
+    assert report.README.stat().st_mtime_ns == before
+
+
 def test_readme_results_block_matches_committed_records():
     text = report.README.read_text()
     assert report.START in text, "README lost its generated results block"

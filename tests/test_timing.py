@@ -43,3 +43,65 @@ def test_a_method_with_nothing_to_train_is_refused(tiny_hf_dir):
     with pytest.raises(ValueError, match="tip-adapter has no parameters to train, and timing measures training"):
         timing.epoch_times(str(tiny_hf_dir), "toy-colours", shots=2, seed=1, methods=("tip-adapter",),
                            epochs=1, rounds=1)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--dataset", "nope"], "Unknown dataset 'nope'. Known datasets:"),
+    (["--methods", "vtclip", "nope"], "unknown method(s) 'nope'. Known methods:"),
+    (["--methods", "vtclip", "coop", "vtclip"], "method(s) vtclip named more than once"),
+    (["--shots", "0"], "shots must be a whole number of at least 1"),
+])
+def test_main_refuses_bad_input_before_any_work(tiny_hf_dir, args, says, capsys):
+    from vtclip import settings
+
+    argv = ["--backbone", str(tiny_hf_dir), "--dataset", "toy-colours", "--shots", "2", "--methods", "vtclip",
+            "--epochs", "1", "--rounds", "1", *args]          # later flags win: each case's own value
+    assert timing.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m vtclip.timing: error: ") and says in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1                       # one line, as `vtclip`'s commands
+    assert not settings.home("features").exists()                  # not a single feature was extracted
+
+
+def test_a_method_with_nothing_to_train_stops_the_run_before_any_timing(tiny_hf_dir, monkeypatch, capsys):
+    trained = []
+    real_fit = timing.fit
+
+    def counting_fit(model, *args, **kw):
+        trained.append(type(model).__name__)
+        return real_fit(model, *args, **kw)
+
+    monkeypatch.setattr(timing, "fit", counting_fit)
+    code = timing.main(["--backbone", str(tiny_hf_dir), "--dataset", "toy-colours", "--shots", "2",
+                        "--methods", "vtclip", "zeroshot", "--epochs", "1", "--rounds", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "zeroshot has no parameters to train" in err and "Traceback" not in err
+    assert trained == []                            # VT-CLIP, first in line, was not timed for nothing
+
+
+def test_out_is_written_whole_and_a_file_made_meanwhile_is_kept(tiny_hf_dir, tmp_path, monkeypatch, capsys):
+    argv = ["--backbone", str(tiny_hf_dir), "--dataset", "toy-colours", "--shots", "2", "--methods", "vtclip",
+            "--epochs", "1", "--rounds", "1", "--out"]
+    out = tmp_path / "runs" / "times.json"
+    assert timing.main([*argv, str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["methods"]["vtclip"]["images_per_epoch"] == 2 * 4 and capsys.readouterr().out == ""
+    assert sorted(p.name for p in out.parent.iterdir()) == ["times.json"]          # no temporary file left
+
+    # another run (or the user) makes the file while this one is timing: it is kept, and the
+    # measurement is printed instead of lost
+    other = tmp_path / "runs" / "other.json"
+    real = timing.epoch_times
+
+    def meanwhile(*args, **kw):
+        result = real(*args, **kw)
+        other.write_text('{"mine": true}')
+        return result
+
+    monkeypatch.setattr(timing, "epoch_times", meanwhile)
+    assert timing.main([*argv, str(other)]) == 2
+    captured = capsys.readouterr()
+    assert json.loads(other.read_text()) == {"mine": True}
+    assert json.loads(captured.out)["methods"]["vtclip"]["images_per_epoch"] == 2 * 4
+    assert captured.err.splitlines()[-1].startswith(f"python -m vtclip.timing: error: {other} already exists")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["other.json", "times.json"]

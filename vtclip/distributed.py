@@ -134,10 +134,22 @@ def extract_run(clip, dataset: str, shots: int | None, seed: int, views: int, da
                 indices=few_shot_val(val.labels, shots, seed, spec.num_classes), progress=progress)
 
 
+def check_launch() -> None:
+    """A ``RuntimeError`` unless ``torchrun`` (or a launcher like it) set what ``init`` reads: this
+    process's rank, the world size and where the group meets."""
+    missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise RuntimeError(f"{', '.join(missing)} not set: this command is one process of a group and "
+                           "runs under torchrun, e.g. `torchrun --nproc_per_node=N -m vtclip.distributed "
+                           "--dataset D ...` (N processes, one per GPU); in a single process, "
+                           "`vtclip train` extracts the same features itself")
+
+
 def main(argv=None) -> int:
     """``torchrun --nproc_per_node=N -m vtclip.distributed --backbone B --dataset D [--shots K --seed S]``."""
     from .backbones import load_clip
     from .cli import USER_ERRORS
+    from .datasets.base import check_draw, get_dataset
     from .train import TrainConfig
 
     p = argparse.ArgumentParser(prog="python -m vtclip.distributed", description=__doc__.splitlines()[0])
@@ -150,18 +162,27 @@ def main(argv=None) -> int:
     p.add_argument("--views", type=int, default=TrainConfig().views, help="augmented train views")
     p.add_argument("--backend", default=None, choices=["nccl", "gloo"])
     args = p.parse_args(argv)
-    rank, world, device = init(args.backend)
+    rank = os.environ.get("RANK")                    # known before the group is joined: torchrun sets it
     try:
+        check_launch()
+        get_dataset(args.dataset)                    # unknown names list the known ones
+        if args.shots is not None:
+            check_draw(args.shots, args.seed)
+        if args.views < 1:
+            raise ValueError(f"--views must be at least 1, got {args.views}")
+        rank, world, device = init(args.backend)
         clip = load_clip(args.backbone, spatial=args.spatial, device=device)
         extract_run(clip, args.dataset, args.shots, args.seed, args.views, args.data_root, progress=rank == 0)
         if rank == 0:
             print(f"features of {args.dataset} ({args.backbone}) cached by {world} processes under "
                   f"{settings.home('features')}")
     except USER_ERRORS as err:                     # as `vtclip`'s own commands: the message, exit 2
-        print(f"python -m vtclip.distributed (rank {rank}): error: {err}", file=sys.stderr)
+        where = "" if rank is None else f" (rank {rank})"
+        print(f"python -m vtclip.distributed{where}: error: {err}", file=sys.stderr)
         return 2
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
 

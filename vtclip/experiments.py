@@ -240,22 +240,28 @@ def check_record_free(out, method: str, backbone: str, dataset: str, shots: int,
                               "it. Use another --out directory or delete that file.")
 
 
+def write_new(path: str | Path, text: str, what: str = "",
+              advice: str = "Use another --out or move that file away.") -> Path:
+    """Write ``text`` as a new file ``path``, atomically: a temporary file, then a hard link, so a crash
+    leaves no half-written file and an existing one (``what`` it is, for the message) is never replaced."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    try:
+        os.link(tmp, path)          # fails if the file exists: a finished run is never replaced
+    except FileExistsError:
+        raise FileExistsError(f"{path} already exists{what}; not overwriting it. {advice}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def write_record(record: dict, out: str | Path, name: str | None = None) -> Path:
     """Write ``record`` into ``out`` (as ``name``, default ``record_name(record)``) atomically; never
     overwrite an existing record."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / (name or record_name(record))
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1))
-    try:
-        os.link(tmp, path)          # fails if the record exists: a finished run is never replaced
-    except FileExistsError:
-        raise FileExistsError(f"{path} already exists (a finished run); not overwriting it. "
-                              "Use another --out directory or delete that file.") from None
-    finally:
-        tmp.unlink()
-    return path
+    return write_new(Path(out) / (name or record_name(record)), json.dumps(record, indent=1), " (a finished run)",
+                     "Use another --out directory or delete that file.")
 
 
 def finished_records(out, backbone: str, curves: bool = False) -> list[Path]:

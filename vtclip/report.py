@@ -1,12 +1,15 @@
 """Tables of committed result records, for the README and the results chapter.
 
 The README's results section is generated, never typed: ``python -m vtclip.report`` rewrites the
-block between ``<!-- results:start -->`` and ``<!-- results:end -->`` from ``results/pocket/``, and
-``tests/test_report.py`` fails when the README and the records disagree.
+block between ``<!-- results:start -->`` and ``<!-- results:end -->`` from ``results/pocket/``
+(``--check``: only says whether it is up to date, exit 1 if not), and ``tests/test_report.py``
+fails when the README and the records disagree.
 Taught in: chapter 04 (few-shot training) and chapter 06 (results).
 """
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -86,18 +89,51 @@ def readme_block(folder: str | Path = POCKET_RESULTS) -> str:
     return f"{START}\n{pocket_tables(folder)}{END}"
 
 
-def update_readme(readme: str | Path = README, folder: str | Path = POCKET_RESULTS) -> bool:
-    """Rewrite the README's results block from the records; returns whether it changed."""
+def updated_readme(readme: str | Path = README, folder: str | Path = POCKET_RESULTS) -> tuple[str, str]:
+    """The README's text now and with its results block regenerated from the records: (old, new)."""
     path = Path(readme)
     text = path.read_text()
     if START not in text or END not in text:
         raise ValueError(f"{path} has no {START} ... {END} block to fill")
-    new = text[:text.index(START)] + readme_block(folder) + text[text.index(END) + len(END):]
-    path.write_text(new)
+    return text, text[:text.index(START)] + readme_block(folder) + text[text.index(END) + len(END):]
+
+
+def update_readme(readme: str | Path = README, folder: str | Path = POCKET_RESULTS) -> bool:
+    """Rewrite the README's results block from the records; returns whether it changed."""
+    text, new = updated_readme(readme, folder)
+    if new != text:                  # a temporary file, then a rename: never a half-written README
+        tmp = Path(readme).with_name(f".{Path(readme).name}.tmp-{os.getpid()}")
+        tmp.write_text(new)
+        os.replace(tmp, readme)
     return new != text
 
 
-if __name__ == "__main__":
-    changed = update_readme()
-    print(f"README results block {'updated' if changed else 'already up to date'} from {POCKET_RESULTS}",
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vtclip.report",
+                                description="Regenerate the README's results block (between "
+                                            f"{START} and {END}) from the committed result records.")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 if the README's block differs from the records")
+    p.add_argument("--readme", default=str(README), help="the README to fill (default: the repository's)")
+    p.add_argument("--records", default=str(POCKET_RESULTS), help="folder of result records (default: %(default)s)")
+    args = p.parse_args(argv)
+    try:
+        if args.check:
+            text, new = updated_readme(args.readme, args.records)
+            if new != text:
+                print(f"python -m vtclip.report: {args.readme}'s results block is out of date with "
+                      f"{args.records}: run python -m vtclip.report to regenerate it", file=sys.stderr)
+                return 1
+            print(f"README results block up to date with {args.records}", file=sys.stderr)
+            return 0
+        changed = update_readme(args.readme, args.records)
+    except (ValueError, OSError) as err:           # as `vtclip`'s own commands: the message, exit 2
+        print(f"python -m vtclip.report: error: {err}", file=sys.stderr)
+        return 2
+    print(f"README results block {'updated' if changed else 'already up to date'} from {args.records}",
           file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -27,7 +27,9 @@ from pathlib import Path
 
 import torch
 
-from .experiments import fewshot_features, load_task
+from .datasets.base import check_draw, get_dataset
+from .experiments import fewshot_features, load_task, write_new
+from .methods import METHODS as REGISTRY
 from .methods import build_method
 from .train import TrainConfig, check_trains, fit, trainable
 
@@ -35,18 +37,45 @@ METHODS = ("coop", "vtclip", "clip-adapter", "tip-adapter-f")
 REFERENCE = "vtclip"
 
 
-def time_epochs(task, method: str, cfg: TrainConfig, shots: int, seed: int) -> dict:
-    """Build ``method`` as a sweep does and train it for ``cfg.epochs``; per-epoch seconds and sizes."""
+def build(task, method: str, cfg: TrainConfig, shots: int, seed: int):
+    """``method`` built as a sweep builds it, on the backbone's device -> (model, its train features).
+
+    Refuses a method with nothing to train (``train.check_trains``)."""
     device = task.clip.device
     train, val = fewshot_features(task, shots, seed, cfg.views, progress=False)
     train, val = train.to(device), val.to(device)
     torch.manual_seed(seed)
     model = build_method(method, task.context(train, val)).to(device)
     check_trains(model, method, "timing measures training epochs")
+    return model, train
+
+
+def time_epochs(task, method: str, cfg: TrainConfig, shots: int, seed: int) -> dict:
+    """Build ``method`` as a sweep does and train it for ``cfg.epochs``; per-epoch seconds and sizes."""
+    model, train = build(task, method, cfg, shots, seed)
     history = fit(model, train, cfg.replace(seed=seed, progress=False))    # no val: steps only
     return {"seconds": [h["seconds"] for h in history], "images": len(train),
             "steps_per_epoch": -(-len(train) // cfg.batch_size),
             "trainable_params": sum(p.numel() for p in trainable(model))}
+
+
+def check_request(dataset: str, methods, shots: int, seed: int) -> None:
+    """Refuse an unknown dataset or method, a method named twice or an impossible draw (no work done)."""
+    if isinstance(methods, str):
+        raise ValueError(f"methods must be a list of names, e.g. [{methods!r}], not the string {methods!r}")
+    methods = list(methods)
+    if not methods:
+        raise ValueError(f"no methods to time: name at least one of {', '.join(METHODS)}")
+    unknown = [m for m in methods if m not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(map(repr, unknown))}. Known methods: "
+                         f"{', '.join(REGISTRY)}; timing needs trained ones, e.g. {', '.join(METHODS)}")
+    twice = sorted({m for m in methods if methods.count(m) > 1})
+    if twice:
+        raise ValueError(f"method(s) {', '.join(twice)} named more than once; name each method once "
+                         "(--rounds sets how often each is timed)")
+    get_dataset(dataset)                                  # unknown names list the known ones
+    check_draw(shots, seed)
 
 
 def epoch_times(backbone: str = "pocket", dataset: str = "pocket-compositions", shots: int = 16,
@@ -54,9 +83,12 @@ def epoch_times(backbone: str = "pocket", dataset: str = "pocket-compositions", 
     """Median seconds per training epoch of each method and its ratio to VT-CLIP (one process)."""
     if epochs < 1 or rounds < 1:
         raise ValueError(f"epochs and rounds must be at least 1, got epochs={epochs}, rounds={rounds}")
-    task = load_task(backbone, dataset, progress=False)
+    check_request(dataset, methods, shots, seed)
+    task = load_task(backbone, dataset, progress=False, test=False)       # timing never scores
     cfgs = {m: TrainConfig.preset("paper", task.spec.name, shots, method=m).replace(epochs=epochs + 1)
             for m in methods}                                   # each method's own schedule; +1: warm-up
+    for m in methods:             # a method with nothing to train stops the run before any timing
+        build(task, m, cfgs[m], shots, seed)
     runs = {m: {"seconds": []} for m in methods}
     for r in range(rounds):
         for m in (methods if r % 2 == 0 else methods[::-1]):       # alternate the order per round
@@ -88,40 +120,57 @@ def epoch_times(backbone: str = "pocket", dataset: str = "pocket-compositions", 
 
 
 def main(argv=None) -> int:
+    from .cli import USER_ERRORS
+
     p = argparse.ArgumentParser(prog="python -m vtclip.timing", description=__doc__.splitlines()[0])
     p.add_argument("--backbone", default="pocket")
     p.add_argument("--dataset", default="pocket-compositions")
     p.add_argument("--shots", type=int, default=16)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument("--methods", nargs="+", default=list(METHODS),
+                   help=f"trained methods to time (default: {' '.join(METHODS)})")
     p.add_argument("--epochs", type=int, default=10, help="timed epochs per method and round")
     p.add_argument("--rounds", type=int, default=2, help="rounds over the methods, in alternating order")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's own); 1 is steadier on a shared CPU")
     p.add_argument("--machine", default="", help="how to name this machine in the record, e.g. '2-core CPU'")
     p.add_argument("--note", default="", help="anything a reader should know (e.g. a shared CPU)")
-    p.add_argument("--out", default=None, help="write the JSON here (else print it)")
+    p.add_argument("--out", default=None, help="write the JSON here, a new file (else print it)")
     args = p.parse_args(argv)
     if args.out and Path(args.out).exists():
         p.error(f"{args.out} already exists; this command never overwrites a record: move it away or "
                 "choose another --out")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    start = time.perf_counter()
-    result = epoch_times(args.backbone, args.dataset, args.shots, args.seed, tuple(args.methods),
-                         args.epochs, args.rounds)
-    result.update(machine=args.machine, note=args.note, wall_seconds=round(time.perf_counter() - start, 1),
-                  command=shlex.join(["python", "-m", "vtclip.timing", *(sys.argv[1:] if argv is None else argv)]),
-                  created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    for m, row in result["methods"].items():
-        ratio = row.get(f"ratio_to_{REFERENCE}", float("nan"))
-        print(f"{m:<15}{row['seconds_per_epoch']:>9.3f} s/epoch  x{ratio:.2f}", file=sys.stderr)
-    text = json.dumps(result, indent=1)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-    else:
-        print(text)
+    if args.out and Path(args.out).parent.exists() and not Path(args.out).parent.is_dir():
+        p.error(f"--out {args.out}: {Path(args.out).parent} is a file, not a folder; choose another --out")
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be at least 1, got {args.threads} (leave it out for torch's default)")
+    try:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        start = time.perf_counter()
+        result = epoch_times(args.backbone, args.dataset, args.shots, args.seed, tuple(args.methods),
+                             args.epochs, args.rounds)
+        result.update(machine=args.machine, note=args.note,
+                      wall_seconds=round(time.perf_counter() - start, 1),
+                      command=shlex.join(["python", "-m", "vtclip.timing",
+                                          *(sys.argv[1:] if argv is None else argv)]),
+                      created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        for m, row in result["methods"].items():
+            ratio = row.get(f"ratio_to_{REFERENCE}", float("nan"))
+            print(f"{m:<15}{row['seconds_per_epoch']:>9.3f} s/epoch  x{ratio:.2f}", file=sys.stderr)
+        text = json.dumps(result, indent=1)
+        if args.out:
+            try:
+                write_new(args.out, text + "\n")
+            except OSError as err:             # e.g. made meanwhile by another run: keep the measurement
+                print(text)
+                raise OSError(f"{err} (--out). The result is printed on stdout instead: save it "
+                              "under another name") from None
+        else:
+            print(text)
+    except USER_ERRORS as err:                     # as `vtclip`'s own commands: the message, exit 2
+        print(f"python -m vtclip.timing: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -87,20 +87,15 @@ def run_bench(cfg: BenchConfig, note: str = "") -> dict:
 
 
 def save_record(record: dict, out: str | Path | None = None) -> Path:
-    """Write the record to ``out`` or ``results/bench/<device>_<time>.json``; never overwrite."""
+    """Write the record to ``out`` or ``results/bench/<device>_<time>.json``, atomically; never overwrite."""
     if out is None:
         kind = "cuda" if record["settings"]["device"] == "cuda" else "cpu"
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         quick = "_quick" if record["settings"]["quick"] else ""
         out = Path("results") / "bench" / f"bench_{kind}{quick}_{stamp}.json"
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(out, "x") as fh:                       # "x": fails if the file exists
-            json.dump(record, fh, indent=1)
-    except FileExistsError:
-        raise FileExistsError(f"{out} already exists; not overwriting it (pass another --out)") from None
-    return out
+    from ..experiments import write_new
+
+    return write_new(out, json.dumps(record, indent=1), advice="Pass another --out.")
 
 
 def table(record: dict) -> str:
@@ -113,9 +108,9 @@ def table(record: dict) -> str:
 
 
 def cmd_bench(args) -> int:
+    check_device(args.device)                             # fail before any work: only cpu or cuda
     cfg = (BenchConfig.quick_run(args.device) if args.quick
            else BenchConfig.cuda() if args.device == "cuda" else BenchConfig.cpu())
-    check_device(cfg.device)                              # fail before any work
     if args.out and Path(args.out).exists():
         raise FileExistsError(f"{args.out} already exists; not overwriting it (pass another --out)")
     record = run_bench(cfg, note=args.note or "")
