@@ -102,8 +102,8 @@ def test_extract_run_fills_exactly_the_caches_a_training_run_reads(tiny_hf, tmp_
     assert train.pooled.shape[:2] == (2, 2 * 4) and len(val) == 2 * 4 and len(task.test) == 64
 
 
-def test_main_says_what_is_missing_without_a_traceback(tmp_path, monkeypatch, capsys):
-    # under torchrun a missing checkpoint was a traceback per rank; now the message alone, exit 2
+def as_one_torchrun_process(monkeypatch):
+    """The environment torchrun gives the only process of a one-process group, on a free local port."""
     import socket
 
     with socket.socket() as s:
@@ -112,6 +112,11 @@ def test_main_says_what_is_missing_without_a_traceback(tmp_path, monkeypatch, ca
     for k, v in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
                  "LOCAL_RANK": "0"}.items():
         monkeypatch.setenv(k, v)
+
+
+def test_main_says_what_is_missing_without_a_traceback(tmp_path, monkeypatch, capsys):
+    # under torchrun a missing checkpoint was a traceback per rank; now the message alone, exit 2
+    as_one_torchrun_process(monkeypatch)
     code = distributed.main(["--backbone", "RN50", "--dataset", "dtd", "--backend", "gloo"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
@@ -138,14 +143,7 @@ def test_main_without_torchrun_says_how_to_run_it(monkeypatch, capsys):
     (["--dataset", "toy-colours", "--shots", "2", "--views", "0"], "--views must be at least 1, got 0"),
 ])
 def test_main_checks_its_arguments_before_joining_the_group(args, says, monkeypatch, capsys):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for k, v in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
-                 "LOCAL_RANK": "0"}.items():
-        monkeypatch.setenv(k, v)
+    as_one_torchrun_process(monkeypatch)
     joined, real_init = [], distributed.init
     monkeypatch.setattr(distributed, "init", lambda *a, **kw: joined.append(a) or real_init(*a, **kw))
     code = distributed.main(["--backbone", "pocket", "--backend", "gloo", *args])
