@@ -351,3 +351,39 @@ def test_damaged_annotations_are_explained_not_a_traceback(tmp_path, row, messag
     with pytest.raises(ValueError, match=message) as err:
         get_dataset("oxford_pets").split("test", tmp_path)
     assert "fetch them again" in str(err.value) and str(tmp_path / "oxford_pets") in str(err.value)
+
+
+def test_the_hint_names_the_users_data_root(tmp_path, capsys):
+    root = tmp_path / "my data"
+    with pytest.raises(FileNotFoundError) as err:
+        get_dataset("dtd").split("train", root)
+    assert f"Then: vtclip data check dtd --data-root '{root}'" in str(err.value)      # quoted: it has a space
+    assert vtclip_main(["data", "check", "eurosat", "--data-root", str(tmp_path)]) == 1
+    assert f"Then: vtclip data check eurosat --data-root {tmp_path}\n" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match=r"Then: vtclip data check dtd  \(data root: --data-root or "):
+        get_dataset("dtd").split("train")                                            # no root given: the default
+
+
+def test_a_partly_present_dataset_says_where_to_get_it(tmp_path, capsys):
+    make("dtd", tmp_path)
+    for f in ("chequered", "dotted"):                         # two empty class folders of the 47 gone
+        (tmp_path / "dtd/images" / f).rmdir()
+    with pytest.raises(FileNotFoundError) as err:
+        get_dataset("dtd").split("train", tmp_path)
+    msg = str(err.value)
+    assert "2 class folder(s) missing in" in msg and "chequered, dotted" in msg
+    assert "dtd-r1.0.1.tar.gz" in msg and f"vtclip data check dtd --data-root {tmp_path}" in msg
+    assert vtclip_main(["data", "check", "dtd", "--data-root", str(tmp_path)]) == 1
+    assert "cannot make the split" in (out := capsys.readouterr().out) and "dtd-r1.0.1.tar.gz" in out
+
+
+def test_a_class_folder_with_too_few_images_is_named_by_its_folder(tmp_path):
+    make("dtd", tmp_path)
+    (tmp_path / "dtd/images/zigzagged/zigzagged_0.jpg").unlink()
+    for i in range(2, 5):
+        (tmp_path / "dtd/images/zigzagged" / f"zigzagged_{i}.jpg").unlink()
+    with pytest.raises(ValueError, match=r"1 class folder\(s\) in .*dtd/images have fewer than the 3 images .*"
+                                         r"zigzagged/ \(1\)"):
+        get_dataset("dtd").split("train", tmp_path)
+    with pytest.raises(ValueError, match="class 'b' has 1 training image"):
+        split_trainval([0, 0, 1], ["x", "y", "z"], names=["a", "b"])

@@ -228,3 +228,42 @@ def test_every_input_of_the_features_changes_the_cache_key(tiny_hf, field, value
     else:
         after = _digest(tiny_hf, ds, **{field: value})
     assert after != before
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_unreadable_image_gives_its_own_message_with_or_without_workers(tiny_hf, tmp_path, workers):
+    from conftest import folder_with_a_corrupt_image
+
+    from vtclip.datasets import BadImageError
+
+    root, bad, _ = folder_with_a_corrupt_image(tmp_path / "pets")
+    png = (root / "test" / "dog" / "img0.png").read_bytes()
+    bad.write_bytes(png[:len(png) // 2])                                # a truncated PNG
+    spec = get_dataset(str(root))
+    with pytest.raises(BadImageError) as err:
+        features.extract(tiny_hf, spec.split("test"), dataset_name=spec.name, split="test", batch_size=2,
+                         num_workers=workers, cache=False, progress=False)
+    msg = str(err.value)
+    assert msg.startswith(f"cannot read image {bad}: image file is truncated. Remove or replace the file")
+    assert "Traceback" not in msg and "worker" not in msg and msg.count(str(bad)) == 1
+    assert err.value.path == str(bad)
+
+
+def test_a_damaged_cache_entry_is_named_and_left_in_place(tiny_hf, toy_test, tmp_path):
+    _extract(tiny_hf, toy_test, tmp_path, indices=[1, 2])
+    (entry,) = (tmp_path / "toy-colours").iterdir()
+    spatial = entry / "spatial.npy"
+    whole = spatial.read_bytes()
+    spatial.write_bytes(whole[:len(whole) // 2])                       # a copy cut short
+    for mmap in (False, True):
+        with pytest.raises(RuntimeError, match=rf"feature cache entry {entry} is damaged \(ValueError: .*\); "
+                                               "delete that folder to recompute it"):
+            _extract(tiny_hf, toy_test, tmp_path, indices=[1, 2], mmap=mmap)
+    assert spatial.read_bytes() == whole[:len(whole) // 2]            # not deleted: it may be shared
+    spatial.write_bytes(whole)
+    np.save(entry / "labels.npy", np.zeros(3, np.int64))               # whole files, but not this entry's
+    with pytest.raises(RuntimeError, match=r"is damaged \(ValueError: .*for 1 view\(s\) of 2 images\)"):
+        _extract(tiny_hf, toy_test, tmp_path, indices=[1, 2])
+    (entry / "meta.json").write_text('{"key": ')
+    with pytest.raises(RuntimeError, match=r"is damaged \(meta.json: .*\); delete that folder"):
+        _extract(tiny_hf, toy_test, tmp_path, indices=[1, 2])

@@ -56,7 +56,7 @@ def test_zero_shots_and_negative_seeds_are_refused():
     labels = np.array([0] * 5 + [1] * 5)
     with pytest.raises(ValueError, match="shots must be a whole number of at least 1, got 0.*vtclip zeroshot"):
         few_shot(labels, 0, 1)
-    with pytest.raises(ValueError, match="seed must be a whole number of at least 0, got -1"):
+    with pytest.raises(ValueError, match=r"seed must be a whole number from 0 to 2\*\*64 - 1, got -1"):
         few_shot(labels, 2, -1)
     assert len(few_shot(labels, 1, 0)) == 2                   # seed 0 is a seed
 
@@ -66,3 +66,24 @@ def test_val_takes_min_k_4_or_all():
     assert np.bincount(labels[few_shot_val(labels, 16, 1)]).tolist() == [4, 3]
     assert np.bincount(labels[few_shot_val(labels, 2, 1)]).tolist() == [2, 2]
     assert np.bincount(labels[few_shot_val(labels, 1, 1)]).tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("seed", [2**64, 2**70, -3, float("inf"), None, "1"])
+def test_seeds_the_draw_cannot_hash_are_refused(seed):
+    with pytest.raises(ValueError, match=rf"seed must be a whole number from 0 to 2\*\*64 - 1, got {seed!r}"):
+        few_shot(LABELS, 1, seed)
+
+
+def test_the_largest_seed_draws():
+    assert np.bincount(LABELS[few_shot(LABELS, 2, 2**64 - 1)]).tolist() == [2, 2, 2]
+
+
+def test_short_classes_are_named_when_the_names_are_given():
+    labels = np.array([0] * 5 + [1] * 2 + [3] * 5)
+    names = ["banded", "blotchy", "braided", "bubbly"]
+    with pytest.raises(ValueError, match=r"4 shots asked, but 2 class\(es\) have fewer training images "
+                                         r"\('blotchy': 2, 'braided': 0\); no training images at all in "
+                                         r"'braided': add some"):
+        few_shot(labels, 4, 1, num_classes=4, classnames=names)
+    with pytest.raises(ValueError, match=r"\('blotchy': 2\); use at most 2 shots"):
+        few_shot(labels[:7], 4, 1, classnames=names)

@@ -121,3 +121,78 @@ def test_an_empty_split_folder_is_named_before_any_work(tmp_path, tiny_hf):
     with pytest.raises(ValueError, match="toy-colours/val: no images to encode"):
         features.extract(tiny_hf, spec.split("val"), dataset_name="toy-colours", split="val", indices=[],
                          cache=False, progress=False)
+
+
+def test_a_class_without_training_or_val_images_is_named_by_check_and_load(tmp_path, capsys):
+    from vtclip.cli import main
+
+    for split, n in (("train", 3), ("test", 2)):            # blue has test images only
+        for cls in ("red", "green", "blue"):
+            write_images(tmp_path / split / cls, n if (split, cls) != ("train", "blue") else 0)
+    with pytest.raises(ValueError, match=r"1 class\(es\) have fewer than 2 train images: blue/ \(0\) in .*train; "
+                                         r"put images in those folders.*without a val/ folder"):
+        folder_dataset(tmp_path)
+    assert main(["data", "check", str(tmp_path)]) == 2
+    assert "blue/ (0)" in capsys.readouterr().err
+    write_images(tmp_path / "train" / "blue", 1)            # one image: none left for val
+    with pytest.raises(ValueError, match=r"fewer than 2 train images: blue/ \(1\)"):
+        folder_dataset(tmp_path)
+    for cls in ("red", "green"):                             # a val/ folder, blue has no val images
+        write_images(tmp_path / "val" / cls, 1)
+    with pytest.raises(ValueError, match=r"1 class\(es\) have no val images: blue/ \(0\) in .*val; .*or remove val/"):
+        folder_dataset(tmp_path)
+    write_images(tmp_path / "val" / "blue", 1)
+    assert {s: len(d) for s, d in splits(folder_dataset(tmp_path)).items()} == {"train": 7, "val": 3, "test": 6}
+
+
+def test_a_class_folder_with_too_few_images_is_named(tmp_path):
+    for cls, n in (("cat", 5), ("dog", 2)):
+        write_images(tmp_path / cls, n)
+    with pytest.raises(ValueError, match=r"1 class folder\(s\) in .* have fewer than the 3 images .*: dog/ \(2\)"):
+        folder_dataset(tmp_path)
+
+
+def test_files_the_layout_does_not_read_are_reported_not_dropped_silently(tmp_path, capsys):
+    from vtclip.cli import main
+    from vtclip.datasets.folder import UnusedFilesWarning
+
+    for cls in ("cat", "dog"):
+        write_images(tmp_path / cls, 4)
+    (tmp_path / "classnames.txt").write_text("cat\ndog\n")           # settings files are not images
+    write_images(tmp_path / ".hidden", 2)                             # hidden folders are skipped
+    plain = {s: d.paths for s, d in splits(folder_dataset(tmp_path)).items()}   # no warning: nothing unused
+    (tmp_path / "loose.png").write_bytes((tmp_path / "cat" / "img00.png").read_bytes())
+    write_images(tmp_path / "cat" / "more", 3)
+    (tmp_path / "dog" / "photo.jfif").write_bytes(b"jpeg bytes")
+    unused = {"loose.png": "not in a class folder", "cat/more/img00.png": "in a sub-folder of a class folder",
+              "cat/more/img01.png": "in a sub-folder of a class folder",
+              "cat/more/img02.png": "in a sub-folder of a class folder",
+              "dog/photo.jfif": "an extension that is not read"}
+    assert main(["data", "check", str(tmp_path), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "5 file(s) not used (only images directly in a class folder" in out and "OK" in out
+    assert "loose.png  (not in a class folder)" in out and "dog/photo.jfif  (an extension that is not read)" in out
+    assert {u["path"]: u["why"] for u in json.loads(out.strip().splitlines()[-1])["unused"]} == unused
+    # loading warns once per folder and uses the same images as before
+    with pytest.warns(UnusedFilesWarning, match=r"5 file\(s\) in .* not used: .*3 in a sub-folder of a class folder "
+                                                r"\(cat/more/img00.png, .*\); 1 an extension that is not read"):
+        spec = folder_dataset(tmp_path)
+    assert {s: d.paths for s, d in splits(spec).items()} == plain and dict(spec.extra["unused"]) == unused
+
+
+def test_files_outside_train_val_test_are_reported(tmp_path):
+    from vtclip.datasets.folder import unused_files
+
+    for split in ("train", "test"):
+        for cls in ("x", "y"):
+            write_images(tmp_path / split / cls, 2)
+    write_images(tmp_path / "extra_class", 1)
+    (tmp_path / "train" / "notes.png").write_bytes(b"")
+    assert unused_files(tmp_path, ["x", "y"]) == [("extra_class/img00.png", "in a folder that is neither train/, "
+                                                   "val/ nor test/"), ("train/notes.png", "not in a class folder")]
+
+
+def test_get_dataset_needs_a_name_or_a_path():
+    with pytest.raises(TypeError, match="get_dataset needs a dataset name .*toy-colours.* or the path of an image "
+                                        "folder, got None"):
+        get_dataset(None)

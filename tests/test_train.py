@@ -238,7 +238,7 @@ def test_cli_zeroshot_and_train_json(tiny_hf_dir, tmp_path, capsys, monkeypatch)
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--shots", "40"], "fewer training images (class 0: 16"),
+    (["--shots", "40"], "fewer training images ('red': 16"),
     (["--shots", "0"], "shots must be a whole number of at least 1, got 0"),
     (["--heads", "7"], "heads=7 does not divide the text width d_text=24"),
     (["--option", "droput=0.2"], "Unknown option(s) ['droput'] for method 'vtclip'. Its options: heads, layers"),

@@ -72,7 +72,7 @@ def load_task(backbone, dataset: str, spatial: str = "raw", data_root=None, prog
 def fewshot_features(task: Task, shots: int, seed: int, views: int, progress: bool = True):
     """K-shot train features (``views`` augmented views) and min(K, 4)-shot val features."""
     train = task.split("train")
-    idx = few_shot(train.labels, shots, seed, task.spec.num_classes)
+    idx = few_shot(train.labels, shots, seed, task.spec.num_classes, classnames=task.spec.classnames)
     tr = features.extract(task.clip, train, dataset_name=task.spec.name, split="train", indices=idx,
                           views=views, augment=True, seed=seed, progress=progress)
     val_split = task.split("val")

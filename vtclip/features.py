@@ -23,6 +23,7 @@ from torchvision import transforms as T
 from tqdm.auto import tqdm
 
 from . import settings
+from .datasets.base import BadImageError
 
 CACHE_FORMAT = 1   # bump when the layout of an entry changes
 
@@ -121,8 +122,33 @@ def encode_views(clip, dataset, indices, transform, views: int, seed: int | None
     loader = DataLoader(_Views(dataset, indices, transform, views, seed), batch_size=batch_size,
                         num_workers=workers, pin_memory=clip.device.type == "cuda",
                         generator=torch.Generator().manual_seed(0))   # its base seed: not from the caller's RNG
-    pooled, spatial, grid = _encode_all(clip, loader, desc, progress, getattr(torch, store_dtype))
+    try:
+        pooled, spatial, grid = _encode_all(clip, loader, desc, progress, getattr(torch, store_dtype))
+    except BadImageError as err:
+        clean = _worker_error(err, dataset, indices)
+        if clean is err:
+            raise
+        raise clean from None
     return (pooled.unflatten(0, (views, len(indices))), spatial.unflatten(0, (views, len(indices))), grid)
+
+
+def _worker_error(err: BadImageError, dataset, indices) -> BadImageError:
+    """The ``BadImageError`` a DataLoader worker raised, as it raised it.
+
+    torch re-raises a worker's exception in the main process as the same type built from one string:
+    "Caught BadImageError in DataLoader worker process N. Original Traceback ..." and the whole worker
+    traceback, whose last entry is ``vtclip.datasets.base.BadImageError: <the message>``. That message
+    (which names the file and what to do) is kept, and ``path`` is found again among the images asked for.
+    """
+    marker = f"{BadImageError.__module__}.{BadImageError.__qualname__}: "
+    text = str(err)
+    if err.path or marker not in text:       # raised in this process (no workers): already as raised
+        return err
+    message = text.rsplit(marker, 1)[1].rstrip()
+    root, paths = getattr(dataset, "root", None), getattr(dataset, "paths", None)
+    candidates = (str(Path(root) / paths[int(i)]) for i in indices) if root is not None and paths else ()
+    path = next((c for c in candidates if message.startswith(f"cannot read image {c}: ")), "")
+    return BadImageError(message, path=path)
 
 
 def cache_key(clip, dataset_name: str, split: str, dataset, indices, views: int,
@@ -231,16 +257,33 @@ def load_entry(entry: Path, key: dict, mmap: bool = False) -> FeatureSet:
     if not meta_path.is_file():
         raise RuntimeError(f"feature cache entry {entry} has no meta.json (not written by vtclip, "
                            "or damaged); delete the folder to recompute it")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError(f"a JSON {type(meta).__name__}, not an object")
+    except ValueError as err:                  # cut short, or not JSON (UnicodeDecodeError is one)
+        raise RuntimeError(f"feature cache entry {entry} is damaged (meta.json: {err}); delete that folder to "
+                           "recompute it") from err
     if meta.get("key") != key:
         raise RuntimeError(f"feature cache entry {entry} was made for different settings "
                            f"(stored {meta.get('key')}, wanted {key}); it is not reused. Delete it "
                            "or pass another cache_dir.")
     mode = "c" if mmap else None   # copy-on-write: the cache file itself is never written
-    spatial = np.load(entry / "spatial.npy", mmap_mode=mode)
-    return FeatureSet(torch.from_numpy(np.load(entry / "pooled.npy")),
-                      torch.from_numpy(np.asarray(spatial) if not mmap else spatial),
-                      torch.from_numpy(np.load(entry / "labels.npy")), tuple(meta["grid"]))
+    try:
+        spatial = np.load(entry / "spatial.npy", mmap_mode=mode)
+        feats = FeatureSet(torch.from_numpy(np.load(entry / "pooled.npy")),
+                           torch.from_numpy(np.asarray(spatial) if not mmap else spatial),
+                           torch.from_numpy(np.load(entry / "labels.npy")), tuple(meta["grid"]))
+        want = (key.get("views"), key.get("n_images"))
+        if None not in want and (feats.pooled.shape[:2] != want or feats.spatial.shape[:2] != want
+                                 or feats.labels.shape != want[1:]):
+            raise ValueError(f"arrays of shapes {tuple(feats.pooled.shape)}, {tuple(feats.spatial.shape)}, "
+                             f"{tuple(feats.labels.shape)} for {want[0]} view(s) of {want[1]} images")
+    except (OSError, ValueError, EOFError, KeyError, TypeError) as err:   # a truncated or overwritten file
+        # not deleted here: the entry may be another run's, or sit in a cache others share
+        raise RuntimeError(f"feature cache entry {entry} is damaged ({type(err).__name__}: {err}); delete that "
+                           "folder to recompute it") from err
+    return feats
 
 
 def cache_size_bytes(n_images: int, views: int, hw: int, c: int, d: int, store_dtype: str = "float32") -> int:

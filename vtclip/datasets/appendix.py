@@ -112,7 +112,11 @@ my_images/
 
 Without `split.json` the split is generated: per class 50/20/30 for class folders; for
 `train/` + `test/` folders, 20% of each class's training images become val unless `val/` exists.
-The split uses the same seeded path hash as above, so it is deterministic.
+The split uses the same seeded path hash as above, so it is deterministic. Every class needs
+training images (two when val is taken from them) and, where `val/` exists, val images: a class
+without them stops loading with its folder's name. Files the layout does not read (directly in
+`my_images/`, in a sub-folder of a class folder, or with another extension) are never used;
+`vtclip data check my_images` lists them, and loading the folder names them in one warning.
 
 ## Unreadable images
 

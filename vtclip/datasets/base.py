@@ -5,6 +5,7 @@ Taught in: chapter 04 (few-shot protocol); the datasets appendix lists every reg
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +138,9 @@ def register(spec: DatasetSpec) -> DatasetSpec:
 
 def get_dataset(name: str) -> DatasetSpec:
     """The registered dataset ``name``, or an ImageFolder-style directory at that path."""
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"get_dataset needs a dataset name ({', '.join(sorted(DATASETS))}) or the path of an "
+                        f"image folder, got {name!r}")
     if name in DATASETS:
         return DATASETS[name]
     if Path(name).expanduser().is_dir():
@@ -156,25 +160,35 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
+def _whole(x) -> bool:
+    """Whether ``x`` is a whole number (an int, or a float/NumPy number equal to one)."""
+    try:
+        return int(x) == x
+    except (TypeError, ValueError, OverflowError):    # None, "abc", inf, nan
+        return False
+
+
 def check_draw(k: int, seed: int) -> None:
-    """A ``ValueError`` unless ``k`` shots and ``seed`` can name a few-shot draw (k >= 1, seed >= 0)."""
-    if int(k) != k or k < 1:
+    """A ``ValueError`` unless ``k`` shots and ``seed`` can name a few-shot draw (k >= 1, 0 <= seed < 2**64)."""
+    if not _whole(k) or k < 1:
         raise ValueError(f"shots must be a whole number of at least 1, got {k!r} (zero-shot CLIP, which "
                          "uses no training images: vtclip zeroshot --dataset D)")
-    if int(seed) != seed or seed < 0:
-        raise ValueError(f"seed must be a whole number of at least 0, got {seed!r} (the protocol uses 1, 2, 3)")
+    if not _whole(seed) or not 0 <= seed < 2**64:     # the draw hashes the seed as a 64-bit unsigned integer
+        raise ValueError(f"seed must be a whole number from 0 to 2**64 - 1, got {seed!r} (the protocol uses "
+                         "1, 2, 3)")
 
 
 def few_shot(labels: Sequence[int], k: int, seed: int, num_classes: int | None = None,
-             allow_fewer: bool = False) -> np.ndarray:
+             allow_fewer: bool = False, classnames: Sequence[str] | None = None) -> np.ndarray:
     """Sorted indices of ``k`` images per class, drawn reproducibly from ``seed``.
 
     The RNG: image ``i`` gets the key ``SplitMix64(i + SplitMix64(seed))`` (64-bit integer hashing)
     and each class keeps its ``k`` smallest keys. The draw depends only on (labels, k, seed) -- the
     same on every machine and NumPy version -- and a larger ``k`` extends a smaller one. A class with
     fewer than ``k`` images raises a ``ValueError`` listing the counts, or, with
-    ``allow_fewer=True``, contributes all its images (CoOp does this for val). ``k < 1`` and a
-    negative ``seed`` raise a ``ValueError``.
+    ``allow_fewer=True``, contributes all its images (CoOp does this for val); the message names
+    the classes by ``classnames`` when given (else by index). ``k < 1`` and a ``seed`` outside
+    ``0 .. 2**64 - 1`` raise a ``ValueError``.
     """
     check_draw(k, seed)
     labels = np.asarray(labels, dtype=np.int64)
@@ -182,10 +196,16 @@ def few_shot(labels: Sequence[int], k: int, seed: int, num_classes: int | None =
     counts = np.bincount(labels, minlength=num_classes)
     short = {c: int(n) for c, n in enumerate(counts) if n < k}
     if short and not allow_fewer:
-        shown = ", ".join(f"class {c}: {n}" for c, n in list(short.items())[:10])
+        name = (lambda c: repr(classnames[c])) if classnames is not None else (lambda c: f"class {c}")
+        shown = ", ".join(f"{name(c)}: {n}" for c, n in list(short.items())[:10])
+        empty = [name(c) for c, n in short.items() if n == 0]
+        if empty:                 # "use at most 0 shots" would not help
+            advice = (f"no training images at all in {', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}: "
+                      "add some to the train split (`vtclip data check NAME` shows where they are read from)")
+        else:
+            advice = f"use at most {int(counts.min())} shots"
         raise ValueError(f"{k} shots asked, but {len(short)} class(es) have fewer training images "
-                         f"({shown}{', ...' if len(short) > 10 else ''}); use at most "
-                         f"{int(counts.min())} shots")
+                         f"({shown}{', ...' if len(short) > 10 else ''}); {advice}")
     idx = np.arange(len(labels), dtype=np.uint64)
     keys = _splitmix64(idx + _splitmix64(np.array([seed], dtype=np.uint64)))   # (N,)
     order = np.lexsort((keys, labels))                      # by class, then key

@@ -5,6 +5,7 @@ Taught in: the appendix "Getting the datasets".
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from .base import DATASETS, SPLITS, check_images, get_dataset
@@ -86,8 +87,24 @@ def _check_decoding(spec, args, report: dict) -> int:
     return 1 if bad else 0
 
 
+def _report_unused(spec, report: dict) -> None:
+    """An image folder's files that its layout does not read (a note: they do not fail the check)."""
+    from .folder import READ_RULE
+
+    unused = spec.extra.get("unused", [])
+    report["unused"] = [{"path": path, "why": why} for path, why in unused]
+    if unused:
+        print(f"  {len(unused)} file(s) not used ({READ_RULE}):" +
+              "".join(f"\n    {path}  ({why})" for path, why in unused[:20]) +
+              (f"\n    ... and {len(unused) - 20} more (--json lists them all)" if len(unused) > 20 else ""))
+
+
 def cmd_check(args) -> int:
-    spec = get_dataset(args.name)
+    from .folder import UnusedFilesWarning
+
+    with warnings.catch_warnings():       # the check lists them itself
+        warnings.simplefilter("ignore", UnusedFilesWarning)
+        spec = get_dataset(args.name)
     report = {"name": spec.name, "kind": spec.kind, "classes": spec.num_classes, "present": True,
               "missing": [], "bad_images": []}
     if isinstance(spec.extra.get("layout"), Layout):
@@ -101,6 +118,7 @@ def cmd_check(args) -> int:
             report["sizes"] = spec.extra["sizes"]
             print(f"  split: {spec.extra['split_source']}")
             code = _check_files(Path(spec.extra["path"]), {s: spec.split(s).paths for s in SPLITS}, report)
+            _report_unused(spec, report)
     if code == 0 and args.images:
         code = _check_decoding(spec, args, report)
     if code == 0:

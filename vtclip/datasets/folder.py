@@ -7,21 +7,37 @@ Layouts, checked in this order:
   ``val/``, 20% of each class's train images become val;
 - ``<class>/*``: one folder per class, split per class 50/20/30 (train/val/test).
 Generated splits are seeded (``SPLIT_SEED``) hashes of the file paths, so they are deterministic.
+Every class needs training images, and val images when ``val/`` exists (two training images without it).
 Optional files: ``classnames.txt`` (one name per line, in sorted folder order) and ``templates.txt``
-(one prompt template per line, each with one ``{}``).
+(one prompt template per line, each with one ``{}``). Files the layout does not read (loose in the
+root, in a sub-folder of a class folder, or with another extension) are listed by ``vtclip data check``
+and named in one warning on loading (``UnusedFilesWarning``); they are never read.
 
 Taught in: the appendix "Getting the datasets" (section "Your own images").
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import warnings
 from pathlib import Path
 
 from ..prompts import DEFAULT_TEMPLATE
 from .base import SPLITS, DatasetSpec, ImageFiles
-from .splits import (SOURCE_OFFICIAL, SPLIT_SEED, SplitData, class_folder_split, image_files, read_split_file,
-                     trainval_test_split)
+from .splits import (IMAGE_EXTENSIONS, SOURCE_OFFICIAL, SPLIT_SEED, SplitData, class_folder_split, image_files,
+                     read_split_file, trainval_test_split)
+
+#: Files an image folder may hold beside its class folders (read as settings, not images).
+SETTINGS_FILES = ("classnames.txt", "templates.txt", "split.json")
+_EXTENSIONS = "images end in .jpg, .jpeg, .png, .bmp, .gif, .tif(f) or .webp"
+#: What an image folder's loader reads, for messages about the files it does not.
+READ_RULE = ("only images directly in a class folder, ending in .jpg, .jpeg, .png, .bmp, .gif, .tif(f) or .webp, "
+             "are read: move the ones you want into one")
+
+
+class UnusedFilesWarning(UserWarning):
+    """An image folder holds files its layout does not read (see :func:`unused_files`)."""
 
 
 def _class_folders(path: Path) -> list[str]:
@@ -70,28 +86,109 @@ def _split_folders(root: Path, folders: list[str], seed: int) -> SplitData:
             labels += [y] * len(files)
         return paths, labels
 
-    if (root / "val").is_dir():
-        parts = {s: items(s) for s in SPLITS}
+    has_val = (root / "val").is_dir()
+    parts = {s: items(s) for s in SPLITS if s != "val" or has_val}
+    _check_splits(root, {s: p for s, (p, _) in parts.items()})
+    # per class: train images (two without val/: one of them becomes val), and val images where val/ exists
+    _check_classes(root, "train", folders, parts["train"][1], 1 if has_val else 2,
+                   "" if has_val else "; without a val/ folder, 20% of each class's train images (at least one) "
+                   "become val, so every class needs 2")
+    if has_val:
+        _check_classes(root, "val", folders, parts["val"][1], 1,
+                       " (or remove val/: 20% of each class's train images then become val)")
         return SplitData({s: p for s, (p, _) in parts.items()}, {s: y for s, (_, y) in parts.items()},
                          SOURCE_OFFICIAL)
-    return trainval_test_split(items("train"), items("test"), seed)
+    return trainval_test_split(parts["train"], parts["test"], seed, names=folders)
+
+
+def _check_splits(root: Path, paths: dict[str, list[str]]) -> None:
+    """Every split needs images; say which split folder is empty."""
+    for s, listed in paths.items():
+        if not listed:
+            hint = (" or remove the empty val/ folder (20% of each class's train images then become val)"
+                    if s == "val" else "")
+            raise ValueError(f"the {s} split of {root} has no images: put images in {root / s}/<class>/{hint}")
+
+
+def _check_classes(root: Path, split: str, folders: list[str], labels: list[int], need: int, why: str) -> None:
+    """Every class needs ``need`` images in ``root/split/<class>/``; name the folders that have fewer."""
+    counts = [0] * len(folders)
+    for y in labels:
+        counts[y] += 1
+    short = [f"{f}/ ({n})" for f, n in zip(folders, counts) if n < need]
+    if short:
+        what = f"fewer than {need} {split} images" if need > 1 else f"no {split} images"
+        listed = ", ".join(short[:5]) + (", ..." if len(short) > 5 else "")
+        raise ValueError(f"{len(short)} class(es) have {what}: {listed} in {root / split}; put images in those "
+                         f"folders ({_EXTENSIONS}){why}")
 
 
 def _check_images(root: Path, data: SplitData, folders: list[str]) -> None:
     """Every class and every split needs images; say which folder is empty."""
-    for s in SPLITS:
-        if not data.paths[s]:
-            hint = (" or remove the empty val/ folder (20% of each class's train images then become val)"
-                    if s == "val" else "")
-            raise ValueError(f"the {s} split of {root} has no images: put images in {root / s}/<class>/{hint}")
+    _check_splits(root, data.paths)
     counts = [0] * len(folders)
     for s in SPLITS:
         for y in data.labels[s]:
             counts[y] += 1
     empty = [f for f, n in zip(folders, counts) if n == 0]
     if empty:
-        raise ValueError(f"class folder(s) without images in {root}: {', '.join(empty[:5])} "
-                         f"(images end in .jpg, .jpeg, .png, .bmp, .gif, .tif(f) or .webp)")
+        raise ValueError(f"class folder(s) without images in {root}: {', '.join(empty[:5])} ({_EXTENSIONS})")
+
+
+def unused_files(root: Path, folders: list[str]) -> list[tuple[str, str]]:
+    """(path relative to ``root``, why) of every file under ``root`` that the layout does not read.
+
+    Hidden files and folders (``.*``) and the settings files are not listed. With ``split.json``
+    the file decides what is read, so nothing is listed then.
+    """
+    root = Path(root)
+    if (root / "split.json").is_file():
+        return []
+    has_splits = (root / "train").is_dir() and (root / "test").is_dir()
+    out = []
+
+    def rel(path: str) -> str:
+        return Path(os.path.relpath(path, root)).as_posix()
+
+    def every_file(folder: str, why: str) -> None:
+        for d, subdirs, files in os.walk(folder):
+            subdirs[:] = sorted(x for x in subdirs if not x.startswith("."))
+            out.extend((rel(os.path.join(d, f)), why) for f in sorted(files) if not f.startswith("."))
+
+    def class_folder(folder: str) -> None:
+        for e in sorted(os.scandir(folder), key=lambda e: e.name):
+            if e.name.startswith("."):
+                continue
+            if e.is_dir():
+                every_file(e.path, "in a sub-folder of a class folder")
+            elif os.path.splitext(e.name)[1].lower() not in IMAGE_EXTENSIONS:
+                out.append((rel(e.path), "an extension that is not read"))
+
+    def top(folder: str, level: str, classes) -> None:
+        for e in sorted(os.scandir(folder), key=lambda e: e.name):
+            if e.name.startswith(".") or (level == "root" and e.name in SETTINGS_FILES and e.is_file()):
+                continue
+            if not e.is_dir():
+                out.append((rel(e.path), "not in a class folder"))
+            elif e.name in classes:
+                class_folder(e.path)
+            elif has_splits and level == "root" and e.name in SPLITS:
+                top(e.path, "split", folders)
+            else:
+                every_file(e.path, "in a folder that is neither train/, val/ nor test/")
+
+    top(str(root), "root", () if has_splits else folders)
+    return out
+
+
+def unused_message(root: Path, unused: list[tuple[str, str]]) -> str:
+    """One line: how many files are not used, why, a few of each."""
+    by_why: dict[str, list[str]] = {}
+    for path, why in unused:
+        by_why.setdefault(why, []).append(path)
+    parts = [f"{len(paths)} {why} ({', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''})"
+             for why, paths in by_why.items()]
+    return f"{len(unused)} file(s) in {root} not used: {'; '.join(parts)}; {READ_RULE}"
 
 
 def _dataset_name(root: Path) -> str:
@@ -136,6 +233,10 @@ def folder_dataset(path: str | Path, seed: int = SPLIT_SEED) -> DatasetSpec:
         raise FileNotFoundError(f"image folder {root} does not exist")
     folders, data = read_folder_splits(root, seed)
     names = _classnames(root, folders)
+    unused = unused_files(root, folders)
+    if unused:   # one text per folder: Python's default filter shows it once, however often the folder is loaded
+        warnings.warn(unused_message(root, unused) + " (`vtclip data check` lists them)", UnusedFilesWarning,
+                      stacklevel=2)
 
     def build(split: str, data_root=None) -> ImageFiles:
         ds = ImageFiles(root, data.paths[split], data.labels[split], names)
@@ -145,5 +246,6 @@ def folder_dataset(path: str | Path, seed: int = SPLIT_SEED) -> DatasetSpec:
     return DatasetSpec(
         name=_dataset_name(root), classnames=names, templates=_templates(root), build=build, kind="folder",
         description=f"image folder {root} ({len(names)} classes, split: {data.source})", source=str(root),
-        folder=str(root), extra={"path": str(root), "split_source": data.source, "sizes": data.sizes()})
+        folder=str(root), extra={"path": str(root), "split_source": data.source, "sizes": data.sizes(),
+                                 "unused": unused})
 

@@ -9,6 +9,7 @@ Taught in: the appendix "Getting the datasets" (generated from this table by ``a
 """
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -135,6 +136,7 @@ class Location:
     folder: Path
     image_dir: Path
     split_file: Path | None
+    root: str | Path | None = None   # the data root it was looked for under, as given (None: the default)
 
 
 def data_root(root: str | Path | None = None) -> Path:
@@ -151,7 +153,7 @@ def locate(layout: Layout, root: str | Path | None = None) -> Location | None:
             image_dir = folder / d if d else folder
             if all((image_dir / p).is_dir() for p in layout.images or ("",)):
                 split = [p for p in (folder / layout.split_file, image_dir / layout.split_file) if p.is_file()]
-                return Location(folder, image_dir, split[0] if split else None)
+                return Location(folder, image_dir, split[0] if split else None, root)
     return None
 
 
@@ -162,9 +164,10 @@ def expected_paths(layout: Layout, root: str | Path | None = None) -> list[Path]
     return [image_dir / p for p in layout.images or ("",)] + [folder / a for a in layout.annotations]
 
 
-def how_to_get(layout: Layout, root: str | Path | None = None) -> str:
-    """Instructions: where to put the files and where to download them from."""
-    folder = data_root(root) / layout.folders[0]
+def how_to_get(layout: Layout, root: str | Path | None = None, folder: Path | None = None) -> str:
+    """Instructions: where to put the files (``folder``, by default CoOp's under the data root) and where
+    to download them from; the check command names ``root`` when one is given."""
+    folder = folder or data_root(root) / layout.folders[0]
     lines = [f"Put {layout.title} in {folder} (CoOp's layout; see the appendix 'Getting the datasets').",
              "Download: " + "; ".join(layout.urls)]
     if layout.split_url:
@@ -174,7 +177,10 @@ def how_to_get(layout: Layout, root: str | Path | None = None) -> str:
         target = folder if layout.name == "imagenet" else data_root(root)
         lines.append(f"Or: python -c \"import torchvision; torchvision.datasets.{layout.torchvision}"
                      f"('{target}', download=True)\" ({verb} in a layout vtclip reads)")
-    lines.append(f"Then: vtclip data check {layout.name}  (data root: --data-root or $VTCLIP_HOME/data)")
+    if root:                  # the user's own data root: the command to run, as it is
+        lines.append(f"Then: vtclip data check {layout.name} --data-root {shlex.quote(str(data_root(root)))}")
+    else:
+        lines.append(f"Then: vtclip data check {layout.name}  (data root: --data-root or $VTCLIP_HOME/data)")
     return "\n".join(lines)
 
 
@@ -201,24 +207,27 @@ def load_splits(layout: Layout, loc: Location) -> SplitData:
                 raise FileNotFoundError(
                     f"{layout.name}: no split file {loc.folder / layout.split_file} and the annotations to "
                     f"make CoOp's split are missing: {', '.join(map(str, absent))}.\n"
-                    f"{how_to_get(layout, loc.folder.parent)}")
+                    f"{how_to_get(layout, loc.root, loc.folder)}")
             from scipy.io.matlab import MatReadError
 
             try:
                 data = layout.read(loc.folder, loc.image_dir, SPLIT_SEED)
-            except (IndexError, KeyError, TypeError, MatReadError) as err:   # FileNotFoundError: already explained
+            except FileNotFoundError as err:     # part of the dataset is there (class folders missing, ...)
+                raise FileNotFoundError(f"{layout.name} is incomplete: {err}\n"
+                                        f"{how_to_get(layout, loc.root, loc.folder)}") from err
+            except (IndexError, KeyError, TypeError, MatReadError) as err:
                 # a line without its label, a class the release does not have, a .mat that is not one
                 raise ValueError(
                     f"{layout.name}: could not read the annotations in {loc.folder} "
                     f"({', '.join(layout.annotations)}): {type(err).__name__}: {err}. The files are "
                     f"damaged or of another release than CoOp's; fetch them again.\n"
-                    f"{how_to_get(layout, loc.folder.parent)}") from err
+                    f"{how_to_get(layout, loc.root, loc.folder)}") from err
             k = len(classnames(layout.name))
             bad = sorted({y for labels in data.labels.values() for y in labels if not 0 <= y < k})
             if bad:
                 raise ValueError(f"{layout.name}: the annotations in {loc.folder} give labels {bad[:5]} outside "
                                  f"0..{k - 1} (after making them 0-based): damaged or another release's files; "
-                                 f"fetch them again.\n{how_to_get(layout, loc.folder.parent)}")
+                                 f"fetch them again.\n{how_to_get(layout, loc.root, loc.folder)}")
             _CACHE[key] = data
     return _CACHE[key]
 

@@ -49,7 +49,7 @@ def read_imagenet(folder: Path, image_dir: Path, seed: int) -> SplitData:
             "sorts them from the devkit, as does the widely used valprep.sh script.")
     train = _wnid_items(image_dir / "train", wnids)
     test = _wnid_items(image_dir / "val", wnids)
-    return trainval_test_split(train, test, seed, n_val=IMAGENET_VAL_PER_CLASS)
+    return trainval_test_split(train, test, seed, n_val=IMAGENET_VAL_PER_CLASS, names=wnids)
 
 
 def read_class_folders(name: str):
@@ -66,7 +66,7 @@ def read_oxford_pets(folder: Path, image_dir: Path, seed: int) -> SplitData:
         rows = [ln.split() for ln in _lines(folder / "annotations" / fname)]
         return [f"{r[0]}.jpg" for r in rows], [int(r[1]) - 1 for r in rows]
 
-    return trainval_test_split(items("trainval.txt"), items("test.txt"), seed)
+    return trainval_test_split(items("trainval.txt"), items("test.txt"), seed, names=raw_names("oxford_pets"))
 
 
 def _mat_annotations(path: Path, image_folder: str) -> tuple[list[str], list[int]]:
@@ -82,7 +82,7 @@ def read_stanford_cars(folder: Path, image_dir: Path, seed: int) -> SplitData:
     """devkit/cars_train_annos.mat (80/20 into train/val) and cars_test_annos_withlabels.mat (test)."""
     train = _mat_annotations(folder / "devkit" / "cars_train_annos.mat", "cars_train")
     test = _mat_annotations(folder / "cars_test_annos_withlabels.mat", "cars_test")
-    return trainval_test_split(train, test, seed)
+    return trainval_test_split(train, test, seed, names=raw_names("stanford_cars"))
 
 
 def read_oxford_flowers(folder: Path, image_dir: Path, seed: int) -> SplitData:
@@ -91,7 +91,8 @@ def read_oxford_flowers(folder: Path, image_dir: Path, seed: int) -> SplitData:
 
     labels = [int(y) - 1 for y in loadmat(str(folder / "imagelabels.mat"))["labels"].ravel()]
     paths = [f"image_{i + 1:05d}.jpg" for i in range(len(labels))]
-    return from_indices(paths, labels, split_per_class(labels, paths, 0.5, 0.2, seed), generated(seed))
+    index = split_per_class(labels, paths, 0.5, 0.2, seed, names=raw_names("oxford_flowers"))
+    return from_indices(paths, labels, index, generated(seed))
 
 
 def read_fgvc_aircraft(folder: Path, image_dir: Path, seed: int) -> SplitData:
@@ -113,7 +114,7 @@ def read_sun397(folder: Path, image_dir: Path, seed: int) -> SplitData:
         rel = [ln.lstrip("/") for ln in _lines(folder / fname)]
         return rel, [label[p.rsplit("/", 1)[0]] for p in rel]
 
-    return trainval_test_split(items("Training_01.txt"), items("Testing_01.txt"), seed)
+    return trainval_test_split(items("Training_01.txt"), items("Testing_01.txt"), seed, names=raw_names("sun397"))
 
 
 def read_ucf101(folder: Path, image_dir: Path, seed: int) -> SplitData:
@@ -126,4 +127,4 @@ def read_ucf101(folder: Path, image_dir: Path, seed: int) -> SplitData:
         paths = [f"{ucf101_folder(a)}/{Path(v).stem}.jpg" for a, v in zip(actions, videos)]
         return paths, [label[a] for a in actions]
 
-    return trainval_test_split(items("trainlist01.txt"), items("testlist01.txt"), seed)
+    return trainval_test_split(items("trainlist01.txt"), items("testlist01.txt"), seed, names=raw_names("ucf101"))

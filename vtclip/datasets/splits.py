@@ -109,15 +109,25 @@ def _per_class(labels: np.ndarray, keys: Sequence[str], seed: int):
         yield int(c), idx[np.argsort(rank[idx], kind="stable")]
 
 
+def _class(c: int, names: Sequence[str] | None) -> str:
+    """How messages name class ``c``: by its name (folder) when known, else by its label."""
+    return f"class {names[c]!r}" if names is not None and 0 <= c < len(names) else f"class {c}"
+
+
 def split_per_class(labels: Sequence[int], keys: Sequence[str], p_train: float = 0.5,
-                    p_val: float = 0.2, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
-    """CoOp's per-class train/val/test split (50/20/30 by default) -> sorted indices per split."""
+                    p_val: float = 0.2, seed: int = SPLIT_SEED,
+                    names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """CoOp's per-class train/val/test split (50/20/30 by default) -> sorted indices per split.
+
+    ``names`` (per label) only name the classes in errors.
+    """
     labels = np.asarray(labels)
     out = {s: [] for s in SPLITS}
     for c, idx in _per_class(labels, keys, seed):
         n = len(idx)
         if n < 3:
-            raise ValueError(f"class {c} has {n} image(s); a train/val/test split needs at least 3 per class")
+            raise ValueError(f"{_class(c, names)} has {n} image(s); a train/val/test split needs at least 3 "
+                             "per class")
         n_val = max(1, round(n * p_val))
         n_train = min(round(n * p_train), n - n_val - 1)
         out["train"].append(idx[:n_train])
@@ -127,16 +137,18 @@ def split_per_class(labels: Sequence[int], keys: Sequence[str], p_train: float =
 
 
 def split_trainval(labels: Sequence[int], keys: Sequence[str], p_val: float = 0.2, seed: int = SPLIT_SEED,
-                   n_val: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   n_val: int | None = None, names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """CoOp's per-class train/val split of an official train(+val) set -> (train, val) sorted indices.
 
-    ``round(n * p_val)`` images per class go to val (at least 1), or ``n_val`` when given.
+    ``round(n * p_val)`` images per class go to val (at least 1), or ``n_val`` when given. ``names``
+    (per label) only name the classes in errors.
     """
     labels = np.asarray(labels)
     train, val = [], []
     for c, idx in _per_class(labels, keys, seed):
         if len(idx) < 2:
-            raise ValueError(f"class {c} has {len(idx)} training image(s); a train/val split needs 2")
+            raise ValueError(f"{_class(c, names)} has {len(idx)} training image(s); a train/val split needs 2 "
+                             "(one for train, one for val)")
         k = max(1, min(len(idx) - 1, n_val if n_val is not None else round(len(idx) * p_val)))
         val.append(idx[:k])
         train.append(idx[k:])
@@ -157,20 +169,27 @@ def class_folder_split(image_dir: Path, folders: Sequence[str], seed: int = SPLI
     if missing:
         raise FileNotFoundError(f"{len(missing)} class folder(s) missing in {image_dir}: "
                                 f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}")
-    paths, labels = [], []
+    paths, labels, few = [], [], []
     for y, f in enumerate(folders):
         files = image_files(image_dir / f)
         paths += [f"{f}/{name}" for name in files]
         labels += [y] * len(files)
-    index = split_per_class(labels, paths, p_train, p_val, seed)
+        if 0 < len(files) < 3:   # empty folders are the caller's to judge (image folders refuse them)
+            few.append(f"{f}/ ({len(files)})")
+    if few:
+        raise ValueError(f"{len(few)} class folder(s) in {image_dir} have fewer than the 3 images a train/val/test "
+                         f"split needs (one each): {', '.join(few[:5])}{', ...' if len(few) > 5 else ''}; "
+                         "add images to them")
+    index = split_per_class(labels, paths, p_train, p_val, seed, names=folders)
     return from_indices(paths, labels, index, generated(seed))
 
 
 def trainval_test_split(trainval: tuple[list[str], list[int]], test: tuple[list[str], list[int]],
-                        seed: int = SPLIT_SEED, p_val: float = 0.2, n_val: int | None = None) -> SplitData:
+                        seed: int = SPLIT_SEED, p_val: float = 0.2, n_val: int | None = None,
+                        names: Sequence[str] | None = None) -> SplitData:
     """Official test set; the official train(+val) set split per class into train and val (CoOp's 80/20)."""
     paths, labels = trainval
-    train_idx, val_idx = split_trainval(labels, paths, p_val, seed, n_val)
+    train_idx, val_idx = split_trainval(labels, paths, p_val, seed, n_val, names)
     return SplitData({"train": [paths[i] for i in train_idx], "val": [paths[i] for i in val_idx],
                       "test": list(test[0])},
                      {"train": [labels[i] for i in train_idx], "val": [labels[i] for i in val_idx],
