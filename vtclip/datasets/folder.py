@@ -32,8 +32,7 @@ from .splits import (IMAGE_EXTENSIONS, SOURCE_OFFICIAL, SPLIT_SEED, SplitData, c
 SETTINGS_FILES = ("classnames.txt", "templates.txt", "split.json")
 _EXTENSIONS = "images end in .jpg, .jpeg, .png, .bmp, .gif, .tif(f) or .webp"
 #: What an image folder's loader reads, for messages about the files it does not.
-READ_RULE = ("only images directly in a class folder, ending in .jpg, .jpeg, .png, .bmp, .gif, .tif(f) or .webp, "
-             "are read: move the ones you want into one")
+READ_RULE = f"only images directly in a class folder are read ({_EXTENSIONS}): move the ones you want into one"
 
 
 class UnusedFilesWarning(UserWarning):
