@@ -122,3 +122,10 @@ def test_pretraining_refuses_a_folder_holding_files_it_did_not_write(tmp_path, c
     code, err = _cli(capsys, "pocket", "pretrain", "--tiny", "--steps", "2", "--out", str(tmp_path))
     assert code == 2 and "already holds config.json, which this run did not write" in err
     assert (tmp_path / "config.json").read_text() == '{"mine": true}' and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_data_root_that_a_dataset_does_not_read_is_flagged(tmp_path):
+    from vtclip.experiments import load_task
+
+    with pytest.warns(UserWarning, match=r"--data-root .* is not used: pocket-shapes is a pocket dataset"):
+        load_task("pocket", "pocket-shapes", data_root=tmp_path, progress=False, test=False)

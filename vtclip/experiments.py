@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,8 +59,12 @@ def load_task(backbone, dataset: str, spatial: str = "raw", data_root=None, prog
     ``test=False`` leaves the test split alone (``task.test`` is None): for work that must not
     look at it, such as the dev-split curves of ``vtclip.curves``.
     """
-    clip = load_clip(backbone, spatial=spatial) if isinstance(backbone, str) else backbone
     spec = get_dataset(dataset)
+    if data_root is not None and spec.kind != "real":
+        warnings.warn(f"--data-root {data_root} is not used: {spec.name} is a {spec.kind} dataset, which "
+                      "reads its images from " + ("its own folder" if spec.kind == "folder" else "nowhere (it "
+                      "renders them)"), stacklevel=2)
+    clip = load_clip(backbone, spatial=spatial) if isinstance(backbone, str) else backbone
     task = Task(clip, spec, skip_bad_images, None, None, data_root, "builtin", [])
     split = task.split("test" if test else "train")
     task.split_source = getattr(split, "split_source", "builtin")
