@@ -354,6 +354,9 @@ def test_every_baseline_runs_through_run_method(tiny_hf):
             assert set(searched) == {"alpha", "beta", "val_acc"}
             if name == "tip-adapter":
                 assert (float(model.alpha), float(model.beta)) == (searched["alpha"], searched["beta"])
+        if name == "linear-probe":                  # so is the C it chose, with its val accuracy
+            searched = record["config"]["searched_on_val"]
+            assert searched["C"] == model.config["C"] and [searched["C"], searched["val_acc"]] in model.config["search"]
 
 
 def test_run_method_chooses_clip_adapter_alpha_on_val(tiny_hf):

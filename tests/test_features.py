@@ -267,3 +267,22 @@ def test_a_damaged_cache_entry_is_named_and_left_in_place(tiny_hf, toy_test, tmp
     (entry / "meta.json").write_text('{"key": ')
     with pytest.raises(RuntimeError, match=r"is damaged \(meta.json: .*\); delete that folder"):
         _extract(tiny_hf, toy_test, tmp_path, indices=[1, 2])
+
+
+def test_an_image_replaced_in_place_is_encoded_again(tiny_hf, tmp_path):
+    from PIL import Image
+
+    from vtclip.datasets.base import ImageFiles
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    for name, colour in (("a.png", "red"), ("b.png", "blue")):
+        Image.new("RGB", (32, 32), colour).save(root / name)
+    ds = ImageFiles(root, ["a.png", "b.png"], [0, 1], ["red", "blue"])
+    kw = dict(dataset_name="mine", split="test", cache_dir=tmp_path / "cache", num_workers=0, progress=False)
+    before = features.extract(tiny_hf, ds, **kw)
+    Image.new("RGB", (40, 40), "green").save(root / "a.png")             # same name, other image
+    after = features.extract(tiny_hf, ds, **kw)
+    assert len(list((tmp_path / "cache" / "mine").iterdir())) == 2         # a miss, not the old entry
+    assert not torch.allclose(before.pooled[0, 0], after.pooled[0, 0])
+    torch.testing.assert_close(before.pooled[0, 1], after.pooled[0, 1])

@@ -95,6 +95,8 @@ def test_a_resumed_grid_refuses_records_of_other_options_or_another_spatial_map(
     train = ["train", "--backbone", str(tiny_hf_dir), "--dataset", "toy-colours", "--shots", "2", "--preset", "smoke"]
     kw = dict(backbone=str(tiny_hf_dir), datasets=["toy-colours"], shots=[2], seeds=[1, 2], preset="smoke",
               progress=False)
+    assert main([*train, "--heads", "8", "--layers", "1", "--out", str(tmp_path / "defaults")]) == 0
+    assert run_sweep(["vtclip"], out=tmp_path / "defaults", **kw)["ran"] == 1   # the defaults, spelled out
     assert main([*train, "--heads", "4", "--out", str(tmp_path / "heads")]) == 0
     with pytest.raises(ValueError, match=r"heads=4 \(this grid: '\(default\)'\).*mix two training recipes"):
         run_sweep(["vtclip"], out=tmp_path / "heads", **kw)

@@ -321,6 +321,13 @@ def check_same_weights(paths, load_clip):
     return clip
 
 
+def _option_defaults(method: str | None) -> dict:
+    """A method's options at their defaults (an option given at its default is the default recipe)."""
+    from .methods import METHODS, method_options
+
+    return method_options(method) if method in METHODS else {}
+
+
 def check_same_training(expected: dict, options: dict | None = None, spatial: dict | None = None) -> None:
     """Refuse to resume into records trained with another recipe.
 
@@ -331,23 +338,24 @@ def check_same_training(expected: dict, options: dict | None = None, spatial: di
     table. Every finished record's ``config.train`` must equal its expected config, except the seed
     and the progress bar (fields a record does not have, written before they existed, are not compared).
     ``options`` maps record files to the method options the grid gives: the record's ``config.method``
-    must hold exactly those, apart from the options its run chose on val (``selected_on_val``). A
-    variant named by hand could otherwise hide a change, and ``vtclip train --heads 4`` writes a record
+    must hold exactly those, apart from the options its run chose on val (``selected_on_val``); an
+    option at its default value counts as not given. A variant named by hand could otherwise hide a change, and ``vtclip train --heads 4`` writes a record
     under the same name as a default run. ``spatial`` maps record files to the grid's spatial map,
     which must be the record's ``config.spatial``.
     """
-    skip = ("seed", "progress")
+    skip, unset = ("seed", "progress"), "(default)"
     for path, cfg in expected.items():
         path = Path(path)
         if not path.exists():
             continue
-        config = json.loads(path.read_text())["config"]
+        record = json.loads(path.read_text())
+        config = record["config"]
         have, want = config["train"], config_dict(cfg)
         diff = {k: (have[k], want[k]) for k in have if k in want and k not in skip and have[k] != want[k]}
-        given = (options or {}).get(path, {})
         chosen = set(config.get("selected_on_val", {}).get("grid", {}))
-        had = {k: v for k, v in config.get("method", {}).items() if k not in chosen}
-        unset = "(default)"
+        defaults = _option_defaults(record.get("method"))
+        given = {k: v for k, v in (options or {}).get(path, {}).items() if defaults.get(k, unset) != v}
+        had = {k: v for k, v in config.get("method", {}).items() if k not in chosen and defaults.get(k, unset) != v}
         diff.update({k: (had.get(k, unset), given.get(k, unset)) for k in sorted(set(had) | set(given))
                      if had.get(k, unset) != given.get(k, unset)})
         want_spatial = (spatial or {}).get(path)

@@ -159,19 +159,34 @@ def cache_key(clip, dataset_name: str, split: str, dataset, indices, views: int,
     so the root itself is part of the key: two data roots with the same layout are two datasets. The
     device type is too (a GPU's convolutions do not give a CPU's features bit for bit). An entry
     stores the images' labels next to their features, so the labels are part of the key as well: a
-    label corrected in a split file must not come back from the cache as it was.
+    label corrected in a split file must not come back from the cache as it was. For images stored as
+    files, each file's size and modification time are too: an image replaced or edited in place is
+    encoded again, not served from the cache as it was.
     """
     idents = hashlib.sha1("\n".join(dataset.ident(int(i)) for i in indices).encode()).hexdigest()
     labels = np.asarray(dataset.labels)[np.asarray(indices, dtype=int)].astype(np.int64)
     transform = view_transform(clip, dataset, augment)
     root = getattr(dataset, "root", None)
+    files = None
+    if root is not None and hasattr(dataset, "paths"):
+        files = hashlib.sha1("\n".join(_file_stamp(Path(root) / dataset.paths[int(i)])
+                                       for i in indices).encode()).hexdigest()
     return {"format": CACHE_FORMAT, "backbone": clip.name, "weights": clip.weights_tag,
             "device": clip.device.type, "root": str(Path(root).resolve()) if root is not None else None,
             "spatial": clip.spatial_mode, "precision": str(clip.dtype), "dataset": dataset_name,
-            "split": split, "n_images": len(indices), "images_sha1": idents,
+            "split": split, "n_images": len(indices), "images_sha1": idents, "files_sha1": files,
             "labels_sha1": hashlib.sha1(labels.tobytes()).hexdigest(),
             "transform": repr(transform), "views": views, "augment": augment,
             "aug_seed": seed if augment else None, "store_dtype": store_dtype}
+
+
+def _file_stamp(path: Path) -> str:
+    """``size:mtime_ns`` of a file (``missing`` if it is not there: reading it will say so)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def key_digest(key: dict) -> str:

@@ -128,7 +128,8 @@ def build_linear_probe(ctx, C: float | None = None, solver: str = "lbfgs",
         xv = F.normalize(ctx.val.pooled[0].float(), dim=-1).to(x.device)  # (Nv, D)
         C, (w, b), history = search_c(x, y, xv, ctx.val.labels.to(x.device), k, list(grid),
                                       refine, max_iter)
-        model.config.update(C=C, search=[[c, round(a, 2)] for c, a in history])
+        model.config.update(C=C, search=[[c, round(a, 2)] for c, a in history],
+                            chosen={"C": C, "val_acc": round(dict(history)[C], 2)})   # in the run's record
     else:
         w, b = solve(x, y, k, C, max_iter)
     with torch.no_grad():
