@@ -5,7 +5,9 @@ import json
 
 import pytest
 
+import vtclip.curves
 import vtclip.experiments
+import vtclip.sweep
 from vtclip.cli import main
 from vtclip.experiments import backbone_label, run_record_name
 from vtclip.sweep import run_sweep
@@ -16,9 +18,8 @@ def no_work(monkeypatch):
     """Any feature extraction fails the test: a refusal must come before it."""
     def work(*a, **k):
         raise AssertionError("work was done before the input was refused")
-    monkeypatch.setattr(vtclip.experiments, "load_task", work)
-    monkeypatch.setattr("vtclip.sweep.load_task", work)
-    monkeypatch.setattr("vtclip.curves.load_task", work)
+    for module in (vtclip.experiments, vtclip.sweep, vtclip.curves):   # imported above: each binds the real one
+        monkeypatch.setattr(module, "load_task", work)
 
 
 def _cli(capsys, *argv):

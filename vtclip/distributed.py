@@ -129,7 +129,8 @@ def extract_run(clip, dataset: str, shots: int | None, seed: int, views: int, da
     if shots is not None:
         train, val = spec.split("train", data_root), spec.split("val", data_root)
         extract(clip, train, dataset_name=spec.name, split="train", views=views, augment=True, seed=seed,
-                indices=few_shot(train.labels, shots, seed, spec.num_classes, classnames=spec.classnames), progress=progress)
+                indices=few_shot(train.labels, shots, seed, spec.num_classes, classnames=spec.classnames),
+                progress=progress)
         extract(clip, val, dataset_name=spec.name, split="val",
                 indices=few_shot_val(val.labels, shots, seed, spec.num_classes), progress=progress)
 

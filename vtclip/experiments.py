@@ -265,8 +265,8 @@ def write_new(path: str | Path, text: str, what: str = "",
 def write_record(record: dict, out: str | Path, name: str | None = None) -> Path:
     """Write ``record`` into ``out`` (as ``name``, default ``record_name(record)``) atomically; never
     overwrite an existing record."""
-    return write_new(Path(out) / (name or record_name(record)), json.dumps(record, indent=1), " (a finished run)",
-                     "Use another --out directory or delete that file.")
+    return write_new(Path(out) / (name or record_name(record)), json.dumps(record, indent=1),
+                     " (a finished run)", "Use another --out directory or delete that file.")
 
 
 def finished_records(out, backbone: str, curves: bool = False) -> list[Path]:
@@ -339,9 +339,10 @@ def check_same_training(expected: dict, options: dict | None = None, spatial: di
     and the progress bar (fields a record does not have, written before they existed, are not compared).
     ``options`` maps record files to the method options the grid gives: the record's ``config.method``
     must hold exactly those, apart from the options its run chose on val (``selected_on_val``); an
-    option at its default value counts as not given. A variant named by hand could otherwise hide a change, and ``vtclip train --heads 4`` writes a record
-    under the same name as a default run. ``spatial`` maps record files to the grid's spatial map,
-    which must be the record's ``config.spatial``.
+    option at its default value counts as not given. A variant named by hand could otherwise hide a
+    change, and ``vtclip train --heads 4`` writes a record under the same name as a default run.
+    ``spatial`` maps record files to the grid's spatial map, which must be the record's
+    ``config.spatial``.
     """
     skip, unset = ("seed", "progress"), "(default)"
     for path, cfg in expected.items():
@@ -355,7 +356,8 @@ def check_same_training(expected: dict, options: dict | None = None, spatial: di
         chosen = set(config.get("selected_on_val", {}).get("grid", {}))
         defaults = _option_defaults(record.get("method"))
         given = {k: v for k, v in (options or {}).get(path, {}).items() if defaults.get(k, unset) != v}
-        had = {k: v for k, v in config.get("method", {}).items() if k not in chosen and defaults.get(k, unset) != v}
+        had = {k: v for k, v in config.get("method", {}).items()
+               if k not in chosen and defaults.get(k, unset) != v}
         diff.update({k: (had.get(k, unset), given.get(k, unset)) for k in sorted(set(had) | set(given))
                      if had.get(k, unset) != given.get(k, unset)})
         want_spatial = (spatial or {}).get(path)
@@ -364,8 +366,8 @@ def check_same_training(expected: dict, options: dict | None = None, spatial: di
         if diff:
             shown = ", ".join(f"{k}={a!r} (this grid: {b!r})" for k, (a, b) in diff.items())
             raise ValueError(f"{path} was trained with {shown}; resuming would mix two training recipes "
-                             "in one folder. Use the same --preset/--train/--option/--spatial as that folder's runs, a new "
-                             "--out folder, or move the old records away.")
+                             "in one folder. Use the same --preset/--train/--option/--spatial as that folder's "
+                             "runs, a new --out folder, or move the old records away.")
 
 
 def dataset_names(names) -> list[str]:
