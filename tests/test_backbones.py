@@ -146,12 +146,13 @@ def test_unknown_backbone_lists_known_ones():
 
 
 @pytest.mark.parametrize("name", ["RN50", "ViT-B/16"])
-def test_unreachable_weights_say_where_to_put_them(name, tmp_path, monkeypatch):
+def test_unreachable_weights_say_where_to_put_them(name, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("VTCLIP_HOME", str(tmp_path))
     with pytest.raises(WeightsUnavailableError) as err:
         vt.load_clip(name, device="cpu")
     msg = str(err.value)
     assert name in msg and str(tmp_path / "weights") in msg and "by hand" in msg
+    assert not [r for r in caplog.records if r.levelno >= 40], "the failure is also logged, twice in the output"
 
 
 def test_hub_backbone_records_are_named_after_the_backbone(tmp_path, monkeypatch):

@@ -8,6 +8,8 @@ Taught in: chapter 02 (spatial features).
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Sequence
 
 import torch
@@ -81,6 +83,18 @@ def weights_path(name: str):
     return settings.home("weights", OPEN_CLIP_MODELS[name])
 
 
+@contextlib.contextmanager
+def _root_log_muted():
+    """Silence the root logger for a moment (open_clip reports errors there as well as raising them)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def load_open_clip(name: str, spatial: str = "raw", dtype: torch.dtype = torch.float32,
                    device: torch.device | str = "cpu", pretrained: bool = True) -> OpenCLIPBackbone:
     """Build ``name`` (RN50/RN101) with OpenAI's weights (local file first, then the hub)."""
@@ -96,9 +110,10 @@ def load_open_clip(name: str, spatial: str = "raw", dtype: torch.dtype = torch.f
         # only warns), which would put every text feature off. OpenAI's own RN50.pt is a TorchScript
         # archive, which torch.load refuses under weights_only=True: a file the user placed from
         # OpenAI's release is trusted and loaded in full.
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=source, cache_dir=str(cache), device=device, force_quick_gelu=True,
-            weights_only=not local.is_file())
+        with _root_log_muted():          # open_clip logs a failed download, then raises it; ours says it
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=source, cache_dir=str(cache), device=device, force_quick_gelu=True,
+                weights_only=not local.is_file())
     except Exception as err:  # open_clip raises RuntimeError/OSError/HF errors when offline
         raise WeightsUnavailableError(
             f"Could not load OpenAI weights for {name}: {err}\n"
