@@ -113,6 +113,9 @@ def test_pretraining_is_deterministic_and_resumes_exactly(tmp_path):
         pretrain(cfg, tmp_path / "b", progress=False)
     with pytest.raises(ValueError, match="different config"):
         pretrain(cfg.replace(seed=1), tmp_path / "b", resume=True, progress=False)
+    with pytest.raises(FileNotFoundError, match="nothing to resume .* drop --resume"):
+        pretrain(cfg, tmp_path / "typo", resume=True, progress=False)   # refused, not a fresh start
+    assert not (tmp_path / "typo").exists()
     pretrain(cfg, tmp_path / "b", resume=True, progress=False)
     from safetensors.torch import load_file
 

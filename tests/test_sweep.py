@@ -305,3 +305,28 @@ def test_ablation_figure_needs_the_default_row():
     assert [list(ln.get_ydata()) for ln in fig.axes[0].lines if ln.get_label() == "average"] == [[-6.0, 0.0]]
     with pytest.raises(ValueError, match=r"no row for its default value 8 \(values: \[2\]\)"):
         ablations({"heads": rows[:1]}, default={"heads": 8})
+
+
+def test_ctrl_c_ends_a_sweep_in_one_line_and_the_rerun_resumes(tiny_hf_dir, tmp_path, capsys, monkeypatch):
+    from vtclip import sweep
+    from vtclip.cli import main
+
+    out, real = tmp_path / "run", sweep.run_method
+
+    def interrupted_at_seed_2(task, method, k, seed, *args, **kwargs):
+        if seed == 2:
+            raise KeyboardInterrupt                              # Ctrl-C while the second run trains
+        return real(task, method, k, seed, *args, **kwargs)
+
+    argv = ["sweep", "--methods", "vtclip", "--backbone", str(tiny_hf_dir), "--datasets", "toy-colours",
+            "--shots", "2", "--seeds", "1", "2", "--preset", "smoke", "--out", str(out)]
+    monkeypatch.setattr(sweep, "run_method", interrupted_at_seed_2)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "vtclip sweep: interrupted. No file is left half-written" in err and "Traceback" not in err
+    left = [p.name for p in out.iterdir()]                       # no temp file, no failed/ entry
+    assert len(left) == 1 and left[0].endswith("__toy-colours__2shot__seed1.json")
+    assert json.loads((out / left[0]).read_text())["seed"] == 1  # whole
+    monkeypatch.undo()
+    assert main(argv) == 0
+    assert "1 run(s) done, 0 failed, 1 already there" in capsys.readouterr().out

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import stat
 
 import pytest
 import torch
@@ -113,6 +114,8 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
     assert again.config == model.config
     p, s = feats.pooled[0], feats.spatial[0]
     torch.testing.assert_close(again(p, s), model(p, s), atol=0, rtol=0)
+    record = write_record({"method": "vtclip", "backbone": "b", "dataset": "d", "shots": 1, "seed": 1}, tmp_path)
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(record.stat().st_mode)   # as readable as a record
 
 
 def test_an_interrupted_checkpoint_save_leaves_the_previous_one_whole(tmp_path, monkeypatch):

@@ -209,6 +209,19 @@ def main(argv=None) -> int:
     except USER_ERRORS as err:
         print(f"vtclip {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:                # Ctrl-C: one line instead of a traceback
+        pretraining = getattr(args, "pocket_command", None) == "pretrain"
+        print(f"\nvtclip {args.command}: interrupted. {PRETRAIN_INTERRUPTED if pretraining else INTERRUPTED}",
+              file=sys.stderr)
+        return 130
+
+
+#: What an interrupted command leaves behind (every file vtclip writes appears whole or not at all).
+INTERRUPTED = ("No file is left half-written: records, caches, summaries and checkpoints are written whole "
+               "or not at all. Finished runs are kept, and a sweep, ablate or curves command run again "
+               "skips them.")
+PRETRAIN_INTERRUPTED = ("Its last checkpoint (resume.pt, saved every few hundred steps) is whole: run the same "
+                        "command with --resume to continue from it.")
 
 
 if __name__ == "__main__":

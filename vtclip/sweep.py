@@ -94,10 +94,12 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
             failed += 1
             errors.append(f"{label} {dataset} {k}-shot seed {seed}: {type(err).__name__}: {err}")
             (out / "failed").mkdir(parents=True, exist_ok=True)
-            (out / "failed" / name).write_text(json.dumps({
+            tmp = out / "failed" / f".{name}.tmp-{os.getpid()}"   # whole or not at all, as every record
+            tmp.write_text(json.dumps({
                 "method": method, "variant": variant, "backbone": backbone, "dataset": dataset,
                 "shots": k, "seed": seed, "error": f"{type(err).__name__}: {err}",
                 "traceback": traceback.format_exc()}, indent=1))
+            os.replace(tmp, out / "failed" / name)          # replaces only this run's earlier failure
     rows = summarize(out)
     return {"out": str(out), "runs": len(grid), "ran": done, "failed": failed, "summary_rows": len(rows),
             "errors": errors}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -258,6 +259,9 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, extra: dict | None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata={"vtclip": json.dumps(meta)})
+    mask = os.umask(0)                       # safetensors creates the file 0600; give it a record's mode
+    os.umask(mask)
+    tmp.chmod(0o666 & ~mask)
     tmp.replace(path)
     return path
 

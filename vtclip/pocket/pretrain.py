@@ -243,10 +243,11 @@ def pretrain(cfg: PocketConfig, out: str | Path, resume: bool = False, progress:
     """Pretrain Pocket CLIP for ``cfg.steps`` steps and save it (HF format) into ``out``.
 
     A resumable checkpoint ``out/resume.pt`` is written every ``cfg.checkpoint_every`` steps and
-    removed at the end; ``resume=True`` continues from it (same config required). ``stop_after``
-    ends this call after that many steps in all, leaving the checkpoint (returns None). Returns the
-    training record also written to ``out/training.json``. An ``out`` that already holds a finished
-    model (``model.safetensors``) is refused: records name the weights they were measured with.
+    removed at the end; ``resume=True`` continues from it (same config required) and is refused
+    when there is none. ``stop_after`` ends this call after that many steps in all, leaving the
+    checkpoint (returns None). Returns the training record also written to ``out/training.json``.
+    An ``out`` that already holds a finished model (``model.safetensors``) is refused: records name
+    the weights they were measured with.
     """
     from tqdm.auto import tqdm
 
@@ -263,6 +264,10 @@ def pretrain(cfg: PocketConfig, out: str | Path, resume: bool = False, progress:
         raise FileExistsError(f"{out} already holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, "
                               "which this run did not write; pretraining writes its checkpoint files there. "
                               "Pass --out NEW_DIR (or an empty folder).")
+    if resume and not (out / "resume.pt").is_file():   # a typo in --out, or a run stopped before its first save
+        raise FileNotFoundError(f"--resume: {out / 'resume.pt'} does not exist, so there is nothing to resume "
+                                f"(a run leaves it every {cfg.checkpoint_every} steps; one stopped earlier left "
+                                "none). Check --out, or drop --resume to start from step 0.")
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     tokenizer = build_tokenizer(cfg.num_merges, cfg.context_length)
