@@ -196,3 +196,20 @@ def test_bad_heads_and_layers_say_what_to_choose():
         VisualGuidedAttention(30, 48, heads=0)
     with pytest.raises(ValueError, match="layers=-1"):
         VTCLIPHead(30, 48, heads=3, layers=-1)
+
+
+def test_classes_with_one_text_feature_get_one_logit_trained_or_not():
+    """The head has no per-class weights: two labels that share a name (CLIP's ImageNet list has
+    two such pairs; see the datasets appendix) are scored the same, before and after training."""
+    from vtclip.features import FeatureSet
+    from vtclip.train import TrainConfig, fit
+
+    text, pooled, spatial = _inputs(K=6, B=24, HW=9, C=24)
+    text[4] = text[1]                                                     # label 4 shares label 1's name
+    model = VTCLIP(text, 50.0, d_visual=24, heads=4, layers=2)
+    labels = torch.arange(24) % 6
+    fit(model, FeatureSet(pooled[None], spatial[None], labels, (3, 3)), TrainConfig.smoke(epochs=3))
+    assert any(p.abs().sum() > 0 for n, p in model.named_parameters() if "out_proj" in n)   # trained
+    logits = model(pooled, spatial)
+    torch.testing.assert_close(logits[:, 4], logits[:, 1], atol=0, rtol=0)
+    assert not torch.equal(logits[:, 2], logits[:, 1])

@@ -153,11 +153,27 @@ def _tree(lay: Layout) -> list[str]:
                                            for i, e in enumerate(entries)]
 
 
+def _shared_names(classnames) -> list[str]:
+    """A line on class names that two labels share (CLIP's ImageNet list has two such pairs)."""
+    labels = {}
+    for i, name in enumerate(classnames):
+        labels.setdefault(name, []).append(i)
+    shared = [f"`{n}` (labels {', '.join(map(str, ls))})" for n, ls in labels.items() if len(ls) > 1]
+    if not shared:
+        return []
+    return [f"- Shared names: {', '.join(shared)}. Such labels get the same prompts, so zero-shot CLIP "
+            "and VT-CLIP (its head has no per-class weights) give them the same logit on every image, "
+            "and the lower label is the prediction. Methods with per-class weights (the linear probe, "
+            "Tip-Adapter's cache) can tell them apart. The names are kept as published, so that "
+            "zero-shot numbers stay comparable."]
+
+
 def _section(lay: Layout) -> list[str]:
     spec = DATASETS[lay.name]
     out = [f"### {lay.title} (`{lay.name}`)", "",
            f"- Paper: {lay.paper}. Terms: {lay.terms}.",
            f"- Classes: {spec.num_classes}, from {spec.extra['classnames_source']}.",
+           *_shared_names(spec.classnames),
            "- Prompt templates: " + ", ".join(f"`{t}`" for t in spec.templates) + ".",
            "- Download: " + "; ".join(f"<{u}>" if " " not in u else u for u in lay.urls) + "."]
     if lay.split_url:
