@@ -22,7 +22,7 @@ def test_dev_split_is_the_rest_of_the_train_split():
         curves.dev_indices(labels, 20, seed=1, num_classes=3)
 
 
-def test_curves_record_every_epoch_and_never_read_the_test_split(tiny_hf_dir, tmp_path, monkeypatch):
+def test_curves_record_every_epoch_and_never_read_the_test_split(tiny_hf_dir, tmp_path, monkeypatch, capsys):
     splits = []
     real_extract = features.extract
 
@@ -48,6 +48,10 @@ def test_curves_record_every_epoch_and_never_read_the_test_split(tiny_hf_dir, tm
 
     assert rec["n_dev"] + rec["n_train"] == len(get_dataset("toy-colours").split("train"))
     assert rec["n_train"] == 2 * rec["num_classes"] and rec["n_dev"] > 0
+    recs = [json.loads(p.read_text()) for p in paths]
+    table = capsys.readouterr().out.splitlines()[-1].split()       # the grid's line: its records, summarised
+    assert table[:3] == ["toy-colours", "2", f"{np.mean([r['zeroshot']['dev_acc'] for r in recs]):.1f}"]
+    assert table[3] == f"{np.mean([r['history'][-1]['dev_acc'] for r in recs]):.1f}"
     before = [p.stat().st_mtime_ns for p in paths]
     assert main(argv) == 0                              # resumes: both records exist, nothing rewritten
     assert [p.stat().st_mtime_ns for p in paths] == before
@@ -125,7 +129,8 @@ def test_dev_curves_can_put_optimiser_steps_on_the_axis():
         dev_curves(same_name)                                           # two draw sizes: never one line
 
 
-def test_curves_refuse_to_mix_recipes_under_one_variant_and_methods_with_nothing_to_train(tiny_hf_dir, tmp_path):
+def test_curves_refuse_to_mix_recipes_under_one_variant_and_methods_with_nothing_to_train(
+        tiny_hf_dir, tmp_path, monkeypatch):
     from vtclip.curves import run_curves_grid
 
     kw = dict(method="vtclip", backbone=str(tiny_hf_dir), datasets=["toy-colours"], shots=2, out=tmp_path / "c",
@@ -137,5 +142,8 @@ def test_curves_refuse_to_mix_recipes_under_one_variant_and_methods_with_nothing
         run_curves_grid(seeds=[2], preset="smoke", heads=4, **kw)
     assert len(list((tmp_path / "c").glob("*.curves.json"))) == 1
     assert run_curves_grid(seeds=[2], preset="smoke", heads=2, **kw)["ran"] == 1       # the same: extends
+    dev_splits = []
+    monkeypatch.setattr(curves, "dev_features", lambda *a, **k: dev_splits.append(a))
     with pytest.raises(ValueError, match="tip-adapter has no parameters to train"):
         run_curves_grid(**{**kw, "method": "tip-adapter", "variant": "tip"}, seeds=[1], preset="smoke")
+    assert dev_splits == []                         # refused before the dev split (most of train) is encoded

@@ -22,6 +22,13 @@ def test_sweep_resumes_records_failures_and_summarises(tiny_hf_dir, tmp_path):
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
     again = run_sweep(["zeroshot", "vtclip"], shots=[2], seeds=[1, 2, 3], **kw)
     assert (again["ran"], again["failed"]) == (2, 0)            # only seed 3 was missing; the rest skipped
+    from vtclip.sweep import grid_table
+
+    table = grid_table(out, str(tiny_hf_dir), ["zeroshot", "vtclip"], {None: {}}, ["toy-colours"], [2, 40],
+                       [1, 2, 3]).splitlines()
+    vt = [r["top1"] for r in load_records(out) if r["method"] == "vtclip"]
+    assert table[-1].split() == ["toy-colours", "vtclip", f"{np.mean(vt):.1f}", "±", f"{np.std(vt):.1f}", "-"]
+    assert "seeds 1 2 3" in table[0] and "brackets" not in table[0]
     after = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
     assert all(after[n] == t for n, t in before.items())      # finished records untouched
     with open(out / "summary.csv") as f:
@@ -149,9 +156,16 @@ def test_ablate_command_runs_the_group_and_resumes(tiny_hf_dir, tmp_path, capsys
     argv = ["ablate", "--groups", "residual", "--backbone", str(tiny_hf_dir), "--datasets", "toy-colours",
             "--shots", "2", "--seeds", "1", "--preset", "smoke", "--out", str(tmp_path / "abl")]
     assert main(argv) == 0
-    assert "ablate: 2 run(s) done, 0 failed, 0 already there" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "ablate: 2 run(s) done, 0 failed, 0 already there" in printed
     assert sorted(p.name.split("__")[0] for p in (tmp_path / "abl").glob("*.json")) == \
         ["vtclip+default", "vtclip+no-residual"]
+    table = printed.splitlines()[-3:]                      # the grid's table: its own records' numbers
+    assert table[0].split() == ["dataset", "method", "2", "shots"]
+    for line in table[1:]:
+        dataset, label, top1 = line.split()
+        record = next((tmp_path / "abl").glob(f"{label}__*__{dataset}__2shot__seed1.json"))
+        assert top1 == f"{json.loads(record.read_text())['top1']:.1f}"
     assert main(argv) == 0
     assert "0 run(s) done, 0 failed, 2 already there" in capsys.readouterr().out
 

@@ -28,8 +28,8 @@ import torch
 from . import features
 from .backbones import load_clip
 from .experiments import (Task, backbone_label, check_grid, check_out, check_resume, dataset_label, dataset_names,
-                          device_name, fewshot_features, load_task, record_name, summary_row, write_record,
-                          _version)
+                          device_name, fewshot_features, load_task, method_label, record_name, summary_row,
+                          write_record, _version)
 from .methods import ZeroShot, build_method
 from .train import TrainConfig, check_trains, config_dict, evaluate, fit
 
@@ -72,14 +72,14 @@ def run_curves(task: Task, method: str, shots: int, seed: int, cfg: TrainConfig 
 
     cfg = (cfg or TrainConfig.paper(task.spec.name, shots, method)).replace(seed=seed)
     train, val = fewshot_features(task, shots, seed, cfg.views, progress)
-    dev = dev_features(task, shots, seed, progress)
     device = task.clip.device
-    train, val, dev = train.to(device), val.to(device), dev.to(device)
+    train, val = train.to(device), val.to(device)
     ctx = task.context(train, val)
     zeroshot = ZeroShot(task.text, task.clip.logit_scale)
     torch.manual_seed(seed)
     model = build_method(method, ctx, **options).to(device)
-    check_trains(model, method, "curves follow a training run epoch by epoch")
+    check_trains(model, method, "curves follow a training run epoch by epoch")   # before the dev split
+    dev = dev_features(task, shots, seed, progress).to(device)
     start = time.perf_counter()
     history = fit(model, train, cfg, val=val, monitor={"dev": dev})
     seconds = time.perf_counter() - start
@@ -199,4 +199,24 @@ def cmd_curves(args) -> int:
     print(f"curves: {result['ran']} run(s) done, {result['already_there']} already there, in {args.out}")
     if args.json:
         _print_json({**result, "variant": variant})
+    else:
+        print(curves_table(args.out, args.method, args.backbone, dataset_names(args.datasets), args.shots, variant))
     return 0
+
+
+def curves_table(out, method: str, backbone: str, datasets, shots: int, variant=None) -> str:
+    """The ``summary`` of the grid's rows in ``out`` (every seed recorded there) as a text table."""
+    rows = {summary_row(curves_name(method, backbone, d, shots, 0, variant)) for d in datasets}
+    records = [r for p, r in zip(sorted(Path(out).glob("*.curves.json")), load_curves(out))
+               if summary_row(p.name.removesuffix(".curves.json")) in rows]
+    lines = summary(records)
+    w = max(len(r["dataset"]) for r in lines + [{"dataset": "dataset"}])
+    table = [f"Dev-split top-1 (%) of {method_label(method, variant)} at {shots} shots, mean over the seeds "
+             "recorded (the test split is never read):",
+             f"{'dataset':<{w}}  {'seeds':>5}  {'zero-shot':>9}  {'last epoch':>12}  {'best epoch (oracle)':>19}  "
+             f"{'picked on val':>13}  {'train, last':>11}"]
+    for r in lines:
+        last, best = f"{r['last_dev']:.1f} ± {r['last_dev_std']:.1f}", f"{r['best_dev']:.1f} (epoch {r['best_epoch']})"
+        table.append(f"{r['dataset']:<{w}}  {r['seeds']:>5}  {r['zeroshot_dev']:>9.1f}  {last:>12}  {best:>19}  "
+                     f"{r['val_picked_dev']:>13.1f}  {r['last_train']:>11.1f}")
+    return "\n".join(table)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .datasets.base import check_draw
 from .experiments import (check_grid, check_out, check_resume, dataset_label, dataset_names, load_task,
-                          method_label, run_method, run_record_name, summary_row, write_record)
+                          method_label, record_name, run_method, run_record_name, summary_row, write_record)
 from .train import TrainConfig
 
 
@@ -192,7 +192,36 @@ def run_grid(command: str, methods, args, shots, variants=None) -> int:
               file=sys.stderr)
     if args.json:
         _print_json(result)
+    elif result["summary_rows"]:
+        print(grid_table(args.out, args.backbone, methods, variants or {None: {}}, datasets, shots, args.seeds))
     return 1 if result["failed"] else 0
+
+
+def grid_table(out, backbone: str, methods, variants, datasets, shots, seeds) -> str:
+    """The grid's cells of ``out/summary.csv`` as a text table: a line per dataset and method (variant),
+    a column per shot count, each cell the mean ± std of top-1 over the seeds recorded in ``out``
+    (their number in brackets where it is not ``len(seeds)``); "-" for a cell with no record yet."""
+    with open(Path(out) / "summary.csv", newline="") as f:
+        rows = {summary_row(record_name({**r, "seed": 0})): r for r in csv.DictReader(f)}
+    lines = [(dataset_label(d), method_label(m, v),
+              [rows.get(summary_row(run_record_name(m, backbone, d, k, 0, v))) for k in shots])
+             for d in datasets for m in methods for v in variants]
+
+    def cell(r) -> str:
+        if r is None:
+            return "-"
+        n = "" if int(r["n_seeds"]) == len(seeds) else f" ({r['n_seeds']})"
+        std = f" ± {float(r['top1_std']):.1f}" if int(r["n_seeds"]) > 1 else ""
+        return f"{float(r['top1_mean']):.1f}{std}{n}"
+
+    wd, wm = (max(len(x[i]) for x in lines + [("dataset", "method")]) for i in (0, 1))
+    other = any(r is not None and int(r["n_seeds"]) != len(seeds) for *_, cells in lines for r in cells)
+    table = [f"Top-1 (%) on the test split, " + (f"mean ± std over seeds {' '.join(map(str, seeds))}"
+                                                 if len(seeds) > 1 else f"seed {seeds[0]}")
+             + (" (in brackets: the number of seeds in a cell that has another number)" if other else "") + ":",
+             f"{'dataset':<{wd}}  {'method':<{wm}}" + "".join(f"{f'{k} shot' + 's' * (k > 1):>16}" for k in shots)]
+    table += [f"{d:<{wd}}  {m:<{wm}}" + "".join(f"{cell(r):>16}" for r in cells) for d, m, cells in lines]
+    return "\n".join(table)
 
 
 def variant_label(options=None, select=None, train=None) -> str:
