@@ -66,10 +66,49 @@ def test_interrupted_write_leaves_no_entry(tiny_hf, toy_test, tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         _extract(tiny_hf, toy_test, tmp_path, indices=[1, 2])
     monkeypatch.undo()
-    live = [p for p in (tmp_path / "toy-colours").iterdir() if not p.name.startswith(".")]
-    assert live == []                                   # only a hidden temp folder may remain
+    assert list((tmp_path / "toy-colours").iterdir()) == []   # no entry, and no temporary folder either
     f = _extract(tiny_hf, toy_test, tmp_path, indices=[1, 2])   # and a rerun completes
     assert f.pooled.shape == (1, 2, tiny_hf.embed_dim)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_a_miss_streams_the_maps_into_the_entry_and_maps_them(tiny_hf, toy_test, tmp_path, monkeypatch):
+    """The spatial maps go into the entry batch by batch and come back memory-mapped (a real dataset's
+    can be larger than the RAM); an extraction stopped half-way leaves nothing behind."""
+    real, calls = tiny_hf.encode_image, []
+
+    def stopped_at_the_second_batch(pixels):
+        calls.append(len(pixels))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(pixels)
+
+    monkeypatch.setattr(tiny_hf, "encode_image", stopped_at_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        _extract(tiny_hf, toy_test, tmp_path, indices=range(10), views=2, augment=True, batch_size=4)
+    assert list((tmp_path / "toy-colours").iterdir()) == []           # the partial maps are gone
+    monkeypatch.undo()
+    f = _extract(tiny_hf, toy_test, tmp_path, indices=range(10), views=2, augment=True, batch_size=4)
+    assert _mapped_from(f.spatial, _entry_of(tmp_path, "float32") / "spatial.npy")      # a miss, mapped
+    again = _extract(tiny_hf, toy_test, tmp_path, indices=range(10), views=2, augment=True, mmap=False)
+    assert not _mapped_from(again.spatial, _entry_of(tmp_path, "float32") / "spatial.npy")
+    for a, b in ((f.pooled, again.pooled), (f.spatial, again.spatial)):    # same numbers either way
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    uncached = features.extract(tiny_hf, toy_test, dataset_name="toy-colours", split="test", indices=range(10),
+                                views=2, augment=True, cache=False, num_workers=0, progress=False,
+                                batch_size=4)   # in memory, not cached: the same arrays
+    torch.testing.assert_close(uncached.spatial, f.spatial, atol=0, rtol=0)
+    torch.testing.assert_close(uncached.pooled, f.pooled, atol=0, rtol=0)
+
+
+def test_large_spatial_maps_stay_on_the_host_when_features_move_to_a_device(monkeypatch):
+    feats = features.FeatureSet(torch.zeros(2, 3, 4), torch.zeros(2, 3, 5, 6), torch.zeros(3, dtype=torch.long),
+                                (5, 1))
+    assert feats.to("meta").spatial.device.type == "meta"             # small: moved whole
+    monkeypatch.setattr(features, "DEVICE_SPATIAL_BYTES", 2 * 3 * 5 * 6 * 4 - 1)
+    moved = feats.to("meta")                                          # larger than the limit: read per batch
+    assert moved.spatial.device.type == "cpu" and moved.spatial is feats.spatial
+    assert moved.pooled.device.type == "meta" and moved.labels.device.type == "meta"
 
 
 def test_augmented_views_are_seeded_and_differ(tiny_hf, toy_test, tmp_path):
@@ -122,7 +161,7 @@ def test_fp16_store_and_mmap(tiny_hf, toy_test, tmp_path):
     torch.testing.assert_close(half.spatial.float(), full.spatial, atol=2e-2, rtol=1e-2)
     # mmap=True: the spatial tensor's memory is a mapping of the entry's spatial.npy, not a copy
     assert _mapped_from(half.spatial, _entry_of(tmp_path, "float16") / "spatial.npy")
-    loaded = _extract(tiny_hf, toy_test, tmp_path, indices=[0, 1, 2], store_dtype="float16")   # a hit, no mmap
+    loaded = _extract(tiny_hf, toy_test, tmp_path, indices=[0, 1, 2], store_dtype="float16", mmap=False)
     assert not _mapped_from(loaded.spatial, _entry_of(tmp_path, "float16") / "spatial.npy")
     torch.testing.assert_close(loaded.spatial, half.spatial, atol=0, rtol=0)
     # cache_size_bytes: the bytes of the pooled + spatial arrays an entry really holds on disk

@@ -344,3 +344,28 @@ def test_ctrl_c_ends_a_sweep_in_one_line_and_the_rerun_resumes(tiny_hf_dir, tmp_
     monkeypatch.undo()
     assert main(argv) == 0
     assert "1 run(s) done, 0 failed, 1 already there" in capsys.readouterr().out
+
+
+def test_a_sweep_lets_a_finished_datasets_test_features_go(tiny_hf_dir, tmp_path, monkeypatch):
+    """Real test splits hold GiBs of spatial maps: when the dataset-major grid moves on, the last
+    dataset's task (its test features) is freed before the next one loads."""
+    import gc
+    import weakref
+
+    from vtclip import sweep
+    from vtclip.datasets import base
+
+    monkeypatch.setitem(base.DATASETS, "toy-colours-2", base.DATASETS["toy-colours"])
+    real, loaded, alive_at_load = sweep.load_task, [], []
+
+    def load_task(*args, **kwargs):
+        gc.collect()
+        alive_at_load.append([ref() is not None for ref in loaded])
+        task = real(*args, **kwargs)
+        loaded.append(weakref.ref(task))
+        return task
+
+    monkeypatch.setattr(sweep, "load_task", load_task)
+    run_sweep(["zeroshot"], str(tiny_hf_dir), ["toy-colours", "toy-colours-2"], [2], [1], tmp_path / "run",
+              preset="smoke", progress=False)
+    assert alive_at_load == [[], [False]]

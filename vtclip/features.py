@@ -45,8 +45,18 @@ class FeatureSet:
         return self.pooled.shape[1]
 
     def to(self, device) -> "FeatureSet":
-        return FeatureSet(self.pooled.to(device), self.spatial.to(device), self.labels.to(device),
-                          self.grid)
+        """These features on ``device``; spatial maps of more than ``DEVICE_SPATIAL_BYTES`` stay where
+        they are (host memory, or the memory-mapped cache entry): ``fit`` and ``predict`` move each
+        batch to the model's device, so a real dataset's views need not fit in GPU memory."""
+        spatial = self.spatial
+        if spatial.numel() * spatial.element_size() <= DEVICE_SPATIAL_BYTES:
+            spatial = spatial.to(device)
+        return FeatureSet(self.pooled.to(device), spatial, self.labels.to(device), self.grid)
+
+
+#: The largest spatial map (bytes) that ``FeatureSet.to`` moves to a device whole. 16-shot ImageNet
+#: with 10 views is 45-90 GiB of maps (ViT-B/16, fp16-fp32): those are read batch by batch instead.
+DEVICE_SPATIAL_BYTES = 4 * 2**30
 
 
 #: Training augmentations a dataset can ask for (``LabeledImages.augment_policy``).
@@ -117,19 +127,25 @@ class _Views(Dataset):
 
 
 def encode_views(clip, dataset, indices, transform, views: int, seed: int | None, batch_size: int,
-                 workers: int, desc: str, progress: bool, store_dtype: str = "float32"):
-    """Encode ``views`` views of ``dataset[indices]``: pooled (V, N, D), spatial (V, N, HW, C), grid."""
+                 workers: int, desc: str, progress: bool, store_dtype: str = "float32",
+                 spatial_file: Path | None = None):
+    """Encode ``views`` views of ``dataset[indices]``: pooled (V, N, D), spatial (V, N, HW, C), grid.
+
+    With ``spatial_file`` the spatial maps are written batch by batch into that ``.npy`` file (memory-
+    mapped) instead of being held in memory: a real dataset's maps can be larger than the RAM.
+    """
     loader = DataLoader(_Views(dataset, indices, transform, views, seed), batch_size=batch_size,
                         num_workers=workers, pin_memory=clip.device.type == "cuda",
                         generator=torch.Generator().manual_seed(0))   # its base seed: not from the caller's RNG
     try:
-        pooled, spatial, grid = _encode_all(clip, loader, desc, progress, getattr(torch, store_dtype))
+        pooled, spatial, grid = _encode_all(clip, loader, desc, progress, (views, len(indices)), store_dtype,
+                                            spatial_file)
     except BadImageError as err:
         clean = _worker_error(err, dataset, indices)
         if clean is err:
             raise
         raise clean from None
-    return (pooled.unflatten(0, (views, len(indices))), spatial.unflatten(0, (views, len(indices))), grid)
+    return pooled, spatial, grid
 
 
 def _worker_error(err: BadImageError, dataset, indices) -> BadImageError:
@@ -199,27 +215,43 @@ def entry_dir(key: dict, dataset_name: str, cache_dir: str | Path | None = None)
 
 
 @torch.no_grad()
-def _encode_all(clip, loader, desc: str, progress: bool, store_dtype: torch.dtype = torch.float32):
-    pooled, spatial = [], []
-    grid = None
+def _encode_all(clip, loader, desc: str, progress: bool, lead: tuple[int, int], store_dtype: str = "float32",
+                spatial_file: Path | None = None):
+    """Every batch of ``loader`` (``lead`` = (V, N): view-major items) encoded into arrays of shape
+    (V, N, ...) allocated once (no list of batches to join, which would need the memory twice); the
+    spatial one is a memory-mapped ``spatial_file`` if given."""
+    done, pooled, spatial, mapped, grid = 0, None, None, None, None
     for pixels in tqdm(loader, desc=desc, disable=not progress, leave=False):
         f = clip.encode_image(pixels.to(clip.device, non_blocking=True))
-        pooled.append(f.pooled.cpu())      # (b, D)
-        spatial.append(f.spatial.cpu().to(store_dtype))    # (b, HW, C), stored precision per batch
-        grid = f.grid
-    return torch.cat(pooled), torch.cat(spatial), grid
+        if pooled is None:                 # the shapes are known from the first batch on
+            pooled = torch.empty((*lead, *f.pooled.shape[1:]), dtype=f.pooled.dtype)
+            shape = (*lead, *f.spatial.shape[1:])
+            if spatial_file is None:
+                spatial = torch.empty(shape, dtype=getattr(torch, store_dtype))
+            else:
+                mapped = np.lib.format.open_memmap(spatial_file, mode="w+", dtype=store_dtype, shape=shape)
+                spatial = torch.from_numpy(mapped)
+        b = len(f.pooled)
+        pooled.view(-1, *pooled.shape[2:])[done:done + b] = f.pooled.cpu()                  # (b, D)
+        spatial.view(-1, *spatial.shape[2:])[done:done + b] = f.spatial.cpu().to(spatial.dtype)   # (b, HW, C)
+        done, grid = done + b, f.grid
+    if mapped is not None:
+        mapped.flush()
+    return pooled, spatial, grid
 
 
 def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views: int = 1,
             augment: bool = False, seed: int | None = 0, batch_size: int = 128,
             num_workers: int | None = None, cache: bool = True, cache_dir: str | Path | None = None,
-            store_dtype: str = "float32", mmap: bool = False, progress: bool = True) -> FeatureSet:
+            store_dtype: str = "float32", mmap: bool = True, progress: bool = True) -> FeatureSet:
     """Features of ``dataset[indices]`` (all images by default) under ``views`` views, cached.
 
     ``augment=False`` gives the backbone's own preprocessing (one view suffices then);
     ``augment=True`` gives ``views`` seeded augmented views per image, under the dataset's
     ``augment_policy`` (random resized crop + flip unless the dataset says otherwise).
-    ``store_dtype="float16"`` halves the cache size; ``mmap=True`` memory-maps the spatial array.
+    ``store_dtype="float16"`` halves the cache size. With the cache on, the spatial maps are written
+    into the entry as they are encoded and (``mmap=True``, the default) memory-mapped from it, so
+    they need not fit in memory; ``mmap=False`` reads them into memory (the same numbers).
     """
     if views < 1:
         raise ValueError(f"views must be >= 1, got {views}")
@@ -234,15 +266,21 @@ def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views
         return load_entry(entry, key, mmap=mmap)
     transform = view_transform(clip, dataset, augment)
     workers = default_workers() if num_workers is None else num_workers
-    pooled, spatial, grid = encode_views(clip, dataset, indices, transform, views,
-                                         seed if augment else None, batch_size, workers,
-                                         f"{dataset_name}/{split} ({views} x {len(indices)} images)",
-                                         progress, store_dtype)
-    feats = FeatureSet(pooled, spatial,
-                       torch.as_tensor(dataset.labels[indices]), grid)
-    if cache:
-        write_entry(entry, key, feats)
-    return feats
+    tmp = _new_tmp(entry) if cache else None
+    try:
+        pooled, spatial, grid = encode_views(clip, dataset, indices, transform, views,
+                                             seed if augment else None, batch_size, workers,
+                                             f"{dataset_name}/{split} ({views} x {len(indices)} images)",
+                                             progress, store_dtype, tmp / "spatial.npy" if tmp else None)
+        feats = FeatureSet(pooled, spatial, torch.as_tensor(dataset.labels[indices]), grid)
+        if not cache:
+            return feats
+        write_entry(entry, key, feats, tmp)
+    except BaseException:                   # an error or Ctrl-C: no half-written entry stays behind
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_entry(entry, key, mmap=mmap)
 
 
 def default_workers() -> int:
@@ -250,14 +288,22 @@ def default_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
-def write_entry(entry: Path, key: dict, feats: FeatureSet) -> None:
-    """Write a cache entry atomically (temporary folder, then rename)."""
+def _new_tmp(entry: Path) -> Path:
+    """An empty temporary folder next to ``entry``, for this process to write the entry into."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = entry.with_name(f".{entry.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)   # our own leftover from this process id only
     tmp.mkdir()
+    return tmp
+
+
+def write_entry(entry: Path, key: dict, feats: FeatureSet, tmp: Path | None = None) -> None:
+    """Write a cache entry atomically (temporary folder, then rename). ``tmp``: the temporary folder
+    the spatial maps were already encoded into (``extract``); otherwise a new one."""
+    tmp = tmp or _new_tmp(entry)
     np.save(tmp / "pooled.npy", feats.pooled.numpy())
-    np.save(tmp / "spatial.npy", feats.spatial.numpy())
+    if not (tmp / "spatial.npy").exists():
+        np.save(tmp / "spatial.npy", feats.spatial.numpy())
     np.save(tmp / "labels.npy", feats.labels.numpy())
     (tmp / "meta.json").write_text(json.dumps({"key": key, "grid": list(feats.grid)}, indent=1))
     try:

@@ -75,7 +75,8 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
         try:
             if spatial not in clips:
                 clips[spatial] = load_clip(backbone, spatial=spatial)
-            if (dataset, spatial) not in tasks:
+            if (dataset, spatial) not in tasks:   # the grid is dataset-major: the datasets before are done,
+                task, tasks = None, {t: v for t, v in tasks.items() if t[0] == dataset}   # let their test go
                 tasks[dataset, spatial] = load_task(clips[spatial], dataset, data_root=data_root,
                                                     progress=False, skip_bad_images=skip_bad_images)
             task = tasks[dataset, spatial]
