@@ -369,3 +369,25 @@ def test_a_sweep_lets_a_finished_datasets_test_features_go(tiny_hf_dir, tmp_path
     run_sweep(["zeroshot"], str(tiny_hf_dir), ["toy-colours", "toy-colours-2"], [2], [1], tmp_path / "run",
               preset="smoke", progress=False)
     assert alive_at_load == [[], [False]]
+
+
+def test_the_cache_dtype_switch_stores_fp16_says_so_and_is_not_mixed_on_resume(tiny_hf_dir, tmp_path, monkeypatch):
+    """VTCLIP_CACHE_DTYPE=float16 halves a real dataset's cache; records name it, and a folder of
+    float32 records is not extended with float16 runs (the numbers move slightly)."""
+    out = tmp_path / "run"
+    kw = dict(backbone=str(tiny_hf_dir), datasets=["toy-colours"], out=out, preset="smoke", progress=False)
+    run_sweep(["zeroshot", "vtclip"], shots=[2], seeds=[1], **kw)
+    assert {r["config"]["cache_dtype"] for r in load_records(out)} == {"float32"}
+    monkeypatch.setenv("VTCLIP_CACHE_DTYPE", "float16")
+    with pytest.raises(ValueError, match=r"cache_dtype='float32' \(this grid: 'float16'\).*VTCLIP_CACHE_DTYPE"):
+        run_sweep(["vtclip"], shots=[2], seeds=[1, 2], **kw)
+    half = tmp_path / "half"
+    run_sweep(["zeroshot", "vtclip"], shots=[2], seeds=[1], **{**kw, "out": half})
+    assert {r["config"]["cache_dtype"] for r in load_records(half)} == {"float16"}
+    from vtclip import settings
+
+    entries = [json.loads(m.read_text())["key"] for m in settings.home("features").glob("*/*/meta.json")]
+    assert {k["store_dtype"] for k in entries} == {"float32", "float16"}     # both kinds in the cache
+    monkeypatch.setenv("VTCLIP_CACHE_DTYPE", "bfloat16")
+    with pytest.raises(ValueError, match="VTCLIP_CACHE_DTYPE='bfloat16': the feature cache stores float32 or float16"):
+        run_sweep(["vtclip"], shots=[2], seeds=[3], **{**kw, "out": tmp_path / "bf"})

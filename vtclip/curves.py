@@ -93,7 +93,8 @@ def run_curves(task: Task, method: str, shots: int, seed: int, cfg: TrainConfig 
                         for row in history],
             "train_seconds": round(seconds, 2), "device": device_name(device),
             "config": {"train": config_dict(cfg), "method": options, "spatial": task.clip.spatial_mode,
-                       "dropped_images": task.dropped_images},
+                       "dropped_images": task.dropped_images,
+                       "cache_dtype": str(train.spatial.dtype).removeprefix("torch.")},
             "vtclip_version": _version(),
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 

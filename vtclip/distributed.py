@@ -74,7 +74,7 @@ def gather_rows(part: torch.Tensor, n: int, world: int, comm_device: torch.devic
 def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views: int = 1,
             augment: bool = False, seed: int | None = 0, batch_size: int = 128,
             num_workers: int | None = None, cache: bool = True, cache_dir: str | Path | None = None,
-            store_dtype: str = "float32", progress: bool = True) -> FeatureSet | None:
+            store_dtype: str | None = None, progress: bool = True) -> FeatureSet | None:
     """``features.extract``, data-parallel over the ranks of the current process group.
 
     Every rank must call it with the same arguments. Returns the features on rank 0; on the other
@@ -87,6 +87,7 @@ def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views
                                 num_workers=num_workers, cache=cache, cache_dir=cache_dir,
                                 store_dtype=store_dtype, progress=progress)
     rank, world = dist.get_rank(), dist.get_world_size()
+    store_dtype = features.check_store_dtype(store_dtype)      # $VTCLIP_CACHE_DTYPE, as train reads it
     indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
     if len(indices) < world:
         raise ValueError(f"{len(indices)} images cannot be split over {world} ranks; use fewer processes")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import features
+from . import features, settings
 from .backbones import load_clip
 from .datasets import few_shot, few_shot_val, get_dataset
 from .methods import MethodContext, build_method
@@ -60,6 +60,7 @@ def load_task(backbone, dataset: str, spatial: str = "raw", data_root=None, prog
     look at it, such as the dev-split curves of ``vtclip.curves``.
     """
     spec = get_dataset(dataset)
+    settings.cache_dtype()                   # a bad $VTCLIP_CACHE_DTYPE: refused before the backbone loads
     if data_root is not None and spec.kind != "real":
         warnings.warn(f"--data-root {data_root} is not used: {spec.name} is a {spec.kind} dataset, which "
                       "reads its images from " + ("its own folder" if spec.kind == "folder" else "nowhere (it "
@@ -168,7 +169,8 @@ def make_record(method: str, task: Task, shots: int, seed: int, top1: float, sec
             "dataset": task.spec.name, "shots": shots,
             "seed": seed, "top1": round(top1, 2), "n_test": len(task.test),
             "num_classes": task.spec.num_classes, "train_seconds": round(seconds, 2),
-            "device": device_name(task.clip.device), "config": config,
+            "device": device_name(task.clip.device),
+            "config": {**config, "cache_dtype": str(task.test.spatial.dtype).removeprefix("torch.")},
             "vtclip_version": _version(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
@@ -363,11 +365,13 @@ def check_same_training(expected: dict, options: dict | None = None, spatial: di
         want_spatial = (spatial or {}).get(path)
         if want_spatial and config.get("spatial", want_spatial) != want_spatial:
             diff["spatial"] = (config["spatial"], want_spatial)
+        if config.get("cache_dtype", "float32") != settings.cache_dtype():    # older records: float32
+            diff["cache_dtype"] = (config.get("cache_dtype", "float32"), settings.cache_dtype())
         if diff:
             shown = ", ".join(f"{k}={a!r} (this grid: {b!r})" for k, (a, b) in diff.items())
             raise ValueError(f"{path} was trained with {shown}; resuming would mix two training recipes "
-                             "in one folder. Use the same --preset/--train/--option/--spatial as that folder's "
-                             "runs, a new --out folder, or move the old records away.")
+                             "in one folder. Use the same --preset/--train/--option/--spatial/VTCLIP_CACHE_DTYPE "
+                             "as that folder's runs, a new --out folder, or move the old records away.")
 
 
 def dataset_names(names) -> list[str]:

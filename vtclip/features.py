@@ -243,18 +243,20 @@ def _encode_all(clip, loader, desc: str, progress: bool, lead: tuple[int, int], 
 def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views: int = 1,
             augment: bool = False, seed: int | None = 0, batch_size: int = 128,
             num_workers: int | None = None, cache: bool = True, cache_dir: str | Path | None = None,
-            store_dtype: str = "float32", mmap: bool = True, progress: bool = True) -> FeatureSet:
+            store_dtype: str | None = None, mmap: bool = True, progress: bool = True) -> FeatureSet:
     """Features of ``dataset[indices]`` (all images by default) under ``views`` views, cached.
 
     ``augment=False`` gives the backbone's own preprocessing (one view suffices then);
     ``augment=True`` gives ``views`` seeded augmented views per image, under the dataset's
     ``augment_policy`` (random resized crop + flip unless the dataset says otherwise).
-    ``store_dtype="float16"`` halves the cache size. With the cache on, the spatial maps are written
+    ``store_dtype="float16"`` halves the cache size (default: ``$VTCLIP_CACHE_DTYPE``, else float32;
+    the numbers move slightly, so records say which: ``config.cache_dtype``). With the cache on, the spatial maps are written
     into the entry as they are encoded and (``mmap=True``, the default) memory-mapped from it, so
     they need not fit in memory; ``mmap=False`` reads them into memory (the same numbers).
     """
     if views < 1:
         raise ValueError(f"views must be >= 1, got {views}")
+    store_dtype = check_store_dtype(store_dtype)
     indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
     if len(indices) == 0:
         raise ValueError(f"{dataset_name}/{split}: no images to encode (the split, or the draw from it, is "
@@ -281,6 +283,14 @@ def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     return load_entry(entry, key, mmap=mmap)
+
+
+def check_store_dtype(store_dtype: str | None) -> str:
+    """``store_dtype``, or the ``$VTCLIP_CACHE_DTYPE`` default; one the cache cannot store is refused."""
+    store_dtype = store_dtype or settings.cache_dtype()
+    if store_dtype not in settings.CACHE_DTYPES:
+        raise ValueError(f"store_dtype={store_dtype!r}: the feature cache stores {' or '.join(settings.CACHE_DTYPES)}")
+    return store_dtype
 
 
 def default_workers() -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import settings
 from .datasets.base import check_draw
 from .experiments import (check_grid, check_out, check_resume, dataset_label, dataset_names, load_task,
                           method_label, record_name, run_method, run_record_name, summary_row, write_record)
@@ -45,6 +46,7 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
     """
     from .backbones import WeightsUnavailableError, load_clip
 
+    settings.cache_dtype()                             # a bad $VTCLIP_CACHE_DTYPE: refused before any work
     check_grid(methods, datasets, shots, seeds)       # before any model loads: names, duplicates,
     for k, seed in itertools.product(shots, seeds):   # and draws, which would fail every run
         check_draw(k, seed)
