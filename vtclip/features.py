@@ -220,8 +220,19 @@ def _encode_all(clip, loader, desc: str, progress: bool, lead: tuple[int, int], 
     """Every batch of ``loader`` (``lead`` = (V, N): view-major items) encoded into arrays of shape
     (V, N, ...) allocated once (no list of batches to join, which would need the memory twice); the
     spatial one is a memory-mapped ``spatial_file`` if given."""
+    # one iterator, made here: tqdm.auto's asyncio wrapper calls iter() on what it is given, which for
+    # a DataLoader would start (and abandon) a second set of workers
+    batches = iter(loader)
+    try:
+        encoded = _encode_batches(clip, batches, desc, progress, lead, store_dtype, spatial_file)
+    finally:                               # an error: stop the workers now, not when collected
+        getattr(batches, "_shutdown_workers", lambda: None)()
+    return encoded
+
+
+def _encode_batches(clip, batches, desc, progress, lead, store_dtype, spatial_file):
     done, pooled, spatial, mapped, grid = 0, None, None, None, None
-    for pixels in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    for pixels in tqdm(batches, total=len(batches), desc=desc, disable=not progress, leave=False):
         f = clip.encode_image(pixels.to(clip.device, non_blocking=True))
         if pooled is None:                 # the shapes are known from the first batch on
             pooled = torch.empty((*lead, *f.pooled.shape[1:]), dtype=f.pooled.dtype)
@@ -250,9 +261,10 @@ def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views
     ``augment=True`` gives ``views`` seeded augmented views per image, under the dataset's
     ``augment_policy`` (random resized crop + flip unless the dataset says otherwise).
     ``store_dtype="float16"`` halves the cache size (default: ``$VTCLIP_CACHE_DTYPE``, else float32;
-    the numbers move slightly, so records say which: ``config.cache_dtype``). With the cache on, the spatial maps are written
-    into the entry as they are encoded and (``mmap=True``, the default) memory-mapped from it, so
-    they need not fit in memory; ``mmap=False`` reads them into memory (the same numbers).
+    the numbers move slightly, so records say which: ``config.cache_dtype``). With the cache on,
+    the spatial maps are written into the entry as they are encoded and (``mmap=True``, the
+    default) memory-mapped from it, so they need not fit in memory; ``mmap=False`` reads them into
+    memory (the same numbers).
     """
     if views < 1:
         raise ValueError(f"views must be >= 1, got {views}")
@@ -267,7 +279,8 @@ def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views
     if cache and entry.is_dir():
         return load_entry(entry, key, mmap=mmap)
     transform = view_transform(clip, dataset, augment)
-    workers = default_workers() if num_workers is None else num_workers
+    workers = num_workers if num_workers is not None else \
+        0 if views * len(indices) <= batch_size else default_workers()   # one batch: a worker only adds its start
     tmp = _new_tmp(entry) if cache else None
     try:
         pooled, spatial, grid = encode_views(clip, dataset, indices, transform, views,
@@ -289,7 +302,8 @@ def check_store_dtype(store_dtype: str | None) -> str:
     """``store_dtype``, or the ``$VTCLIP_CACHE_DTYPE`` default; one the cache cannot store is refused."""
     store_dtype = store_dtype or settings.cache_dtype()
     if store_dtype not in settings.CACHE_DTYPES:
-        raise ValueError(f"store_dtype={store_dtype!r}: the feature cache stores {' or '.join(settings.CACHE_DTYPES)}")
+        raise ValueError(f"store_dtype={store_dtype!r}: the feature cache stores "
+                         f"{' or '.join(settings.CACHE_DTYPES)}")
     return store_dtype
 
 

@@ -219,11 +219,15 @@ def grid_table(out, backbone: str, methods, variants, datasets, shots, seeds) ->
 
     wd, wm = (max(len(x[i]) for x in lines + [("dataset", "method")]) for i in (0, 1))
     other = any(r is not None and int(r["n_seeds"]) != len(seeds) for *_, cells in lines for r in cells)
-    table = [f"Top-1 (%) on the test split, " + (f"mean ± std over seeds {' '.join(map(str, seeds))}"
-                                                 if len(seeds) > 1 else f"seed {seeds[0]}")
-             + (" (in brackets: the number of seeds in a cell that has another number)" if other else "") + ":",
-             f"{'dataset':<{wd}}  {'method':<{wm}}" + "".join(f"{f'{k} shot' + 's' * (k > 1):>16}" for k in shots)]
-    table += [f"{d:<{wd}}  {m:<{wm}}" + "".join(f"{cell(r):>16}" for r in cells) for d, m, cells in lines]
+    table = ["Top-1 (%) on the test split, " + (f"mean ± std over seeds {' '.join(map(str, seeds))}"
+                                                if len(seeds) > 1 else f"seed {seeds[0]}")
+             + (f" (in brackets: a cell's number of seeds in {out} where it is not {len(seeds)})" if other else "")
+             + ":",
+             f"{'dataset':<{wd}}  {'method':<{wm}}"]
+    texts = [[cell(r) for r in cells] for *_, cells in lines]
+    wc = 2 + max(len(t) for row in texts + [["16 shots"]] for t in row)
+    table[-1] += "".join(f"{f'{k} shot' + 's' * (k > 1):>{wc}}" for k in shots)
+    table += [f"{d:<{wd}}  {m:<{wm}}" + "".join(f"{t:>{wc}}" for t in row) for (d, m, _), row in zip(lines, texts)]
     return "\n".join(table)
 
 
