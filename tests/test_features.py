@@ -325,3 +325,20 @@ def test_an_image_replaced_in_place_is_encoded_again(tiny_hf, tmp_path):
     assert len(list((tmp_path / "cache" / "mine").iterdir())) == 2         # a miss, not the old entry
     assert not torch.allclose(before.pooled[0, 0], after.pooled[0, 0])
     torch.testing.assert_close(before.pooled[0, 1], after.pooled[0, 1])
+
+
+def test_an_extraction_starts_its_workers_once_and_none_for_one_batch(tiny_hf, toy_test, tmp_path, monkeypatch):
+    from torch.utils.data import DataLoader
+
+    started, real = [], DataLoader._get_iterator
+
+    def counting(self):                       # every iterator a DataLoader makes (each starts its workers)
+        started.append(self.num_workers)
+        return real(self)
+
+    monkeypatch.setattr(DataLoader, "_get_iterator", counting)
+    kw = dict(dataset_name="toy-colours", split="test", cache_dir=tmp_path, progress=True)
+    features.extract(tiny_hf, toy_test, indices=range(10), num_workers=1, batch_size=4, **kw)
+    assert started == [1]                     # one set of workers, with the progress bar on
+    features.extract(tiny_hf, toy_test, indices=range(3), **kw)
+    assert started == [1, 0]                  # one batch: encoded in this process
