@@ -391,3 +391,10 @@ def test_the_cache_dtype_switch_stores_fp16_says_so_and_is_not_mixed_on_resume(t
     monkeypatch.setenv("VTCLIP_CACHE_DTYPE", "bfloat16")
     with pytest.raises(ValueError, match="VTCLIP_CACHE_DTYPE='bfloat16': the feature cache stores float32 or float16"):
         run_sweep(["vtclip"], shots=[2], seeds=[3], **{**kw, "out": tmp_path / "bf"})
+
+
+def test_a_sweep_shows_its_extractions_progress(tiny_hf_dir, tmp_path, capsys):
+    """A real dataset's extraction takes many minutes: the grid's bar is not all a sweep shows."""
+    run_sweep(["vtclip"], str(tiny_hf_dir), ["toy-colours"], [2], [1], tmp_path / "run", preset="smoke")
+    err = capsys.readouterr().err
+    assert "toy-colours/test (1 x" in err and "toy-colours/train (" in err and "sweep:" in err

@@ -80,11 +80,11 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
             if (dataset, spatial) not in tasks:   # the grid is dataset-major: the datasets before are done,
                 task, tasks = None, {t: v for t, v in tasks.items() if t[0] == dataset}   # let their test go
                 tasks[dataset, spatial] = load_task(clips[spatial], dataset, data_root=data_root,
-                                                    progress=False, skip_bad_images=skip_bad_images)
+                                                    progress=progress, skip_bad_images=skip_bad_images)
             task = tasks[dataset, spatial]
             cfg = TrainConfig.preset(preset, task.spec.name, k, method=method, progress=False)
             cfg = cfg.replace(**variants[variant].get("train", {}))
-            record, _, _ = run_method(task, method, k, seed, cfg, progress=False,
+            record, _, _ = run_method(task, method, k, seed, cfg, progress=progress,   # extraction bars
                                       select=variants[variant].get("select"), **options)
             if variant:
                 record = {**record, "variant": variant}
