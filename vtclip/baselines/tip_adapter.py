@@ -88,16 +88,20 @@ class TipAdapter(nn.Module):
     def from_state(cls, state: dict, logit_scale: float, config: dict) -> "TipAdapter":
         return cls(state["text"], state["keys"], state["labels"], logit_scale, config=config)
 
-    def affinity(self, pooled: torch.Tensor, beta=None) -> torch.Tensor:
-        """``exp(-beta (1 - cos(f, keys)))``: (B, D) -> (B, N)."""
-        beta = self.beta if beta is None else beta
-        f = F.normalize(pooled, dim=-1)
-        return torch.exp(-beta * (1 - f @ self.keys.T))                    # (B, N)
+    def cosines(self, pooled: torch.Tensor) -> torch.Tensor:
+        """``cos(f, keys)``: (B, D) -> (B, N)."""
+        return F.normalize(pooled, dim=-1) @ self.keys.T
 
-    def cache_logits(self, pooled: torch.Tensor, beta=None) -> torch.Tensor:
+    def affinity(self, pooled: torch.Tensor, beta=None, cosines: torch.Tensor | None = None) -> torch.Tensor:
+        """``exp(-beta (1 - cos(f, keys)))``: (B, D) -> (B, N). ``cosines``: ``self.cosines(pooled)``,
+        if already computed (the val search reuses them for every beta)."""
+        beta = self.beta if beta is None else beta
+        return torch.exp(-beta * (1 - (self.cosines(pooled) if cosines is None else cosines)))   # (B, N)
+
+    def cache_logits(self, pooled: torch.Tensor, beta=None, cosines: torch.Tensor | None = None) -> torch.Tensor:
         """The cache's vote ``A @ L`` scaled as the paper's (logit_scale / 100): (B, K)."""
         values = F.one_hot(self.labels, len(self.text)).to(pooled.dtype)   # (N, K) one-hot L
-        return self.affinity(pooled, beta) @ values * (self.logit_scale / 100)   # (B, K)
+        return self.affinity(pooled, beta, cosines) @ values * (self.logit_scale / 100)   # (B, K)
 
     def forward(self, pooled: torch.Tensor, spatial: torch.Tensor | None = None) -> torch.Tensor:
         zs = zero_shot_logits(pooled, self.text, self.logit_scale)          # (B, K)
@@ -120,8 +124,9 @@ class TipAdapter(nn.Module):
         betas, alphas = grid["beta"], grid["alpha"]
         zs = zero_shot_logits(pooled, self.text, self.logit_scale)          # (Nv, K)
         acc = torch.empty(len(betas), len(alphas))
+        cosines = self.cosines(pooled)                                      # (Nv, N), one for all betas
         for i, beta in enumerate(betas.tolist()):
-            cache = self.cache_logits(pooled, beta)                         # (Nv, K)
+            cache = self.cache_logits(pooled, beta, cosines)                # (Nv, K)
             logits = zs + alphas.to(zs.device)[:, None, None] * cache       # (nA, Nv, K)
             acc[i] = (logits.argmax(-1) == labels).float().mean(-1).cpu()   # (nA,)
         best = int(acc.flatten().argmax())                                  # first best (beta-major)
