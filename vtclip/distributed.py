@@ -87,7 +87,7 @@ def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views
                                 num_workers=num_workers, cache=cache, cache_dir=cache_dir,
                                 store_dtype=store_dtype, progress=progress)
     rank, world = dist.get_rank(), dist.get_world_size()
-    store_dtype = features.check_store_dtype(store_dtype)      # $VTCLIP_CACHE_DTYPE, as train reads it
+    store_dtype = settings.cache_dtype(store_dtype)            # $VTCLIP_CACHE_DTYPE, as train reads it
     indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
     if len(indices) < world:
         raise ValueError(f"{len(indices)} images cannot be split over {world} ranks; use fewer processes")

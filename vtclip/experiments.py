@@ -346,7 +346,7 @@ def check_same_training(expected: dict, options: dict | None = None, spatial: di
     ``spatial`` maps record files to the grid's spatial map, which must be the record's
     ``config.spatial``.
     """
-    skip, unset = ("seed", "progress"), "(default)"
+    skip, unset, dtype = ("seed", "progress"), "(default)", settings.cache_dtype()
     for path, cfg in expected.items():
         path = Path(path)
         if not path.exists():
@@ -365,8 +365,8 @@ def check_same_training(expected: dict, options: dict | None = None, spatial: di
         want_spatial = (spatial or {}).get(path)
         if want_spatial and config.get("spatial", want_spatial) != want_spatial:
             diff["spatial"] = (config["spatial"], want_spatial)
-        if config.get("cache_dtype", "float32") != settings.cache_dtype():    # older records: float32
-            diff["cache_dtype"] = (config.get("cache_dtype", "float32"), settings.cache_dtype())
+        if config.get("cache_dtype", "float32") != dtype:                      # older records: float32
+            diff["cache_dtype"] = (config.get("cache_dtype", "float32"), dtype)
         if diff:
             shown = ", ".join(f"{k}={a!r} (this grid: {b!r})" for k, (a, b) in diff.items())
             raise ValueError(f"{path} was trained with {shown}; resuming would mix two training recipes "

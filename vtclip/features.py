@@ -268,7 +268,7 @@ def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views
     """
     if views < 1:
         raise ValueError(f"views must be >= 1, got {views}")
-    store_dtype = check_store_dtype(store_dtype)
+    store_dtype = settings.cache_dtype(store_dtype)
     indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
     if len(indices) == 0:
         raise ValueError(f"{dataset_name}/{split}: no images to encode (the split, or the draw from it, is "
@@ -296,15 +296,6 @@ def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     return load_entry(entry, key, mmap=mmap)
-
-
-def check_store_dtype(store_dtype: str | None) -> str:
-    """``store_dtype``, or the ``$VTCLIP_CACHE_DTYPE`` default; one the cache cannot store is refused."""
-    store_dtype = store_dtype or settings.cache_dtype()
-    if store_dtype not in settings.CACHE_DTYPES:
-        raise ValueError(f"store_dtype={store_dtype!r}: the feature cache stores "
-                         f"{' or '.join(settings.CACHE_DTYPES)}")
-    return store_dtype
 
 
 def default_workers() -> int:

@@ -45,9 +45,11 @@ def home(*parts: str) -> Path:
 CACHE_DTYPES = ("float32", "float16")
 
 
-def cache_dtype() -> str:
-    """``$VTCLIP_CACHE_DTYPE`` (read at call time), ``float32`` when unset."""
-    name = os.environ.get("VTCLIP_CACHE_DTYPE") or "float32"
+def cache_dtype(name: str | None = None) -> str:
+    """``name`` (a ``store_dtype`` argument), else ``$VTCLIP_CACHE_DTYPE`` (read at call time), else
+    ``float32``; a dtype the cache cannot store is refused, naming where it came from."""
+    where = "store_dtype" if name else "VTCLIP_CACHE_DTYPE"
+    name = name or os.environ.get("VTCLIP_CACHE_DTYPE") or "float32"
     if name not in CACHE_DTYPES:
-        raise ValueError(f"VTCLIP_CACHE_DTYPE={name!r}: the feature cache stores {' or '.join(CACHE_DTYPES)}")
+        raise ValueError(f"{where}={name!r}: the feature cache stores {' or '.join(CACHE_DTYPES)}")
     return name

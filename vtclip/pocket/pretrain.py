@@ -259,13 +259,14 @@ def pretrain(cfg: PocketConfig, out: str | Path, resume: bool = False, progress:
             "(then --backbone NEW_DIR to use it), or move the old checkpoint away.")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder: give a new folder for the checkpoint")
-    foreign = sorted(f.name for f in out.glob("*")) if not (out / "resume.pt").is_file() else []
+    ckpt = out / "resume.pt"
+    foreign = sorted(f.name for f in out.glob("*")) if not ckpt.is_file() else []
     if foreign:                  # without resume.pt nothing there is ours: saving would replace files
         raise FileExistsError(f"{out} already holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, "
                               "which this run did not write; pretraining writes its checkpoint files there. "
                               "Pass --out NEW_DIR (or an empty folder).")
-    if resume and not (out / "resume.pt").is_file():   # a typo in --out, or a run stopped before its first save
-        raise FileNotFoundError(f"--resume: {out / 'resume.pt'} does not exist, so there is nothing to resume "
+    if resume and not ckpt.is_file():   # a typo in --out, or a run stopped before its first save
+        raise FileNotFoundError(f"--resume: {ckpt} does not exist, so there is nothing to resume "
                                 f"(a run leaves it every {cfg.checkpoint_every} steps; one stopped earlier left "
                                 "none). Check --out, or drop --resume to start from step 0.")
     out.mkdir(parents=True, exist_ok=True)
@@ -274,8 +275,7 @@ def pretrain(cfg: PocketConfig, out: str | Path, resume: bool = False, progress:
     model = build_model(cfg).train()
     opt, sched = _optimizer(model, cfg)
     start, history, window, seconds = 0, [], [], 0.0
-    ckpt = out / "resume.pt"
-    if resume and ckpt.is_file():
+    if resume:                           # resume.pt exists: checked above
         state = torch.load(ckpt, weights_only=False)
         if state["config"] != dataclasses.asdict(cfg):
             raise ValueError(f"{ckpt} was written by a different config; delete it or drop --resume")
