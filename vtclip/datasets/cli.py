@@ -4,7 +4,9 @@ Taught in: the appendix "Getting the datasets".
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -38,7 +40,22 @@ def cmd_list(args) -> int:
 
 
 def _missing_files(image_dir: Path, paths: list[str]) -> list[str]:
-    return [str(image_dir / p) for p in paths if not (image_dir / p).is_file()]
+    """The listed paths that are not readable files, each with why if it is a broken link."""
+    return [str(image_dir / p) + _broken_link(image_dir / p) for p in paths if not (image_dir / p).is_file()]
+
+
+def _broken_link(path: Path) -> str:
+    """`` (a link to X, which does not exist)`` / `` (a symbolic link loop)`` for a link that leads nowhere."""
+    if not path.is_symlink():
+        return ""
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:                           # Python 3.11 reports a loop so
+        return " (a symbolic link loop)"
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return " (a symbolic link loop)"
+    return f" (a link to {os.readlink(path)}, which does not exist)"
 
 
 def _check_real(spec, args, report: dict) -> int:
@@ -129,7 +146,8 @@ def cmd_check(args) -> int:
 
 
 def add_commands(subparsers) -> None:
-    """Add ``vtclip data list|check`` to the ``vtclip`` command."""
+    """Add ``vtclip data list|check|get`` to the ``vtclip`` command."""
+    from .get import add_command as add_get
     p = subparsers.add_parser("data", help="where dataset files go, and what is missing")
     sub = p.add_subparsers(dest="data_command", required=True)
     q = sub.add_parser("list", help="every registered dataset: classes, sizes, where it looks, present or not")
@@ -142,3 +160,4 @@ def add_commands(subparsers) -> None:
     q.add_argument("--images", action="store_true", help="also decode every image (slow) and list bad ones")
     q.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     q.set_defaults(func=cmd_check)
+    add_get(sub)
