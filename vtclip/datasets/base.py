@@ -70,13 +70,34 @@ class ImageFiles(LabeledImages):
         path = self.root / self.paths[i]
         try:
             with Image.open(path) as im:
-                return im.convert("RGB")
-        except (OSError, ValueError) as err:
+                return to_rgb(im)
+        except (OSError, ValueError, Image.DecompressionBombError) as err:   # also symlink loops, dangling links
             raise BadImageError(f"cannot read image {path}: {err}. Remove or replace the file, or "
                                 "leave unreadable images out with --skip-bad-images (vtclip train, zeroshot, "
                                 "sweep, ablate, curves) or split(..., skip_bad_images=True); they are listed in "
                                 "the record's `dropped_images`. `vtclip data check NAME --images` lists them all.",
                                 path=str(path)) from err
+
+
+#: Full scale of the pixel modes PIL's ``convert("RGB")`` would clip at 255 (a 16-bit PNG: all white).
+_WIDE_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """``im`` as 8-bit RGB, its alpha dropped (as open_clip's and transformers' preprocessing do).
+
+    PIL's own conversion clips 16- and 32-bit pixels at 255, so those are scaled from their full
+    range first: 16-bit modes (and ``I``, which older PILs and 16-bit TIFFs give) from 0..65535; float
+    images (``F``), which carry no range, from 0..1, 0..255 or 0..65535, the smallest that holds them.
+    """
+    if im.mode in _WIDE_MODES or im.mode == "F":
+        x = np.nan_to_num(np.asarray(im, dtype=np.float64))      # (H, W)
+        top = _WIDE_MODES.get(im.mode) or next((t for t in (1.0, 255.0) if x.max(initial=0) <= t), 65535.0)
+        x = x * (255.0 / top)
+        return Image.fromarray(np.clip(np.rint(x), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:                # PIL warns on the direct conversion
+        im = im.convert("RGBA")
+    return im.convert("RGB")
 
 
 class BadImageError(OSError):

@@ -26,7 +26,7 @@ from pathlib import Path
 from ..prompts import DEFAULT_TEMPLATE
 from .base import SPLITS, DatasetSpec, ImageFiles
 from .splits import (IMAGE_EXTENSIONS, SOURCE_OFFICIAL, SPLIT_SEED, SplitData, class_folder_split, image_files,
-                     read_split_file, trainval_test_split)
+                     is_dir, read_split_file, trainval_test_split)
 
 #: Files an image folder may hold beside its class folders (read as settings, not images).
 SETTINGS_FILES = ("classnames.txt", "templates.txt", "split.json")
@@ -158,7 +158,7 @@ def unused_files(root: Path, folders: list[str]) -> list[tuple[str, str]]:
         for e in sorted(os.scandir(folder), key=lambda e: e.name):
             if e.name.startswith("."):
                 continue
-            if e.is_dir():
+            if is_dir(e):
                 every_file(e.path, "in a sub-folder of a class folder")
             elif os.path.splitext(e.name)[1].lower() not in IMAGE_EXTENSIONS:
                 out.append((rel(e.path), "an extension that is not read"))
@@ -167,7 +167,7 @@ def unused_files(root: Path, folders: list[str]) -> list[tuple[str, str]]:
         for e in sorted(os.scandir(folder), key=lambda e: e.name):
             if e.name.startswith(".") or (level == "root" and e.name in SETTINGS_FILES and e.is_file()):
                 continue
-            if not e.is_dir():
+            if not is_dir(e):
                 out.append((rel(e.path), "not in a class folder"))
             elif e.name in classes:
                 class_folder(e.path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,9 +91,23 @@ def _check_names(seen: dict[int, str], classnames: Sequence[str], path: Path) ->
 
 
 def image_files(folder: str | Path) -> list[str]:
-    """Names of the image files directly in ``folder``, sorted; hidden files are skipped."""
-    return sorted(e.name for e in Path(folder).iterdir()
-                  if e.is_file() and not e.name.startswith(".") and e.suffix.lower() in IMAGE_EXTENSIONS)
+    """Names of the image files directly in ``folder``, sorted; hidden files are skipped.
+
+    Links named like images are listed even when they lead nowhere (dangling, or a loop): left out
+    here they would vanish without a word; listed, reading them names them (``--skip-bad-images``
+    leaves them out, ``vtclip data check`` reports them).
+    """
+    return sorted(e.name for e in os.scandir(folder)
+                  if not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
+                  and (e.is_symlink() or e.is_file()) and not is_dir(e))
+
+
+def is_dir(entry: os.DirEntry) -> bool:
+    """``entry.is_dir()``, false for a link that cannot be followed (a loop raises ``ELOOP`` there)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def hash_rank(keys: Sequence[str], seed: int) -> np.ndarray:

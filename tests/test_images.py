@@ -1,0 +1,87 @@
+"""Image files as users have them: high bit depths, palettes, CMYK, bombs, broken links."""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vtclip.cli import main
+from vtclip.datasets.base import to_rgb
+from vtclip.datasets.folder import folder_dataset
+
+
+def write_folder(root, n=4):
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(np.full((8, 8, 3), 30 * i, np.uint8)).save(root / cls / f"img{i}.png")
+
+
+def pixel(ds, path):
+    return np.asarray(ds.load_image(ds.paths.index(path)))[0, 0].tolist()
+
+
+def test_high_bit_depth_and_odd_modes_load_as_their_content(tmp_path):
+    write_folder(tmp_path)
+    Image.fromarray(np.full((8, 8), 32896, np.uint16)).save(tmp_path / "a" / "x16.png")     # I;16, 128 in 8 bits
+    Image.fromarray(np.full((8, 8), 32896, ">u2")).save(tmp_path / "a" / "x16b.tif")        # I;16B
+    Image.fromarray(np.full((8, 8), 32896, np.int32)).save(tmp_path / "a" / "x32.tif")      # I
+    Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(tmp_path / "a" / "xf.tif")       # F in 0..1
+    Image.fromarray(np.full((8, 8, 2), [128, 7], np.uint8), "LA").save(tmp_path / "a" / "xla.png")
+    pal = Image.new("P", (8, 8), 1)
+    pal.putpalette([0, 0, 0, 200, 100, 50] + [0] * 762)
+    pal.save(tmp_path / "a" / "xp.png", transparency=0)
+    Image.new("CMYK", (8, 8), (0, 0, 0, 0)).save(tmp_path / "a" / "xcmyk.jpg")
+    modes = {p: Image.open(tmp_path / "a" / p).mode for p in ("x16.png", "x16b.tif", "x32.tif", "xf.tif")}
+    assert modes == {"x16.png": "I;16", "x16b.tif": "I;16B", "x32.tif": "I", "xf.tif": "F"}
+    ds = folder_dataset(tmp_path).split("train")
+    every = ds.paths + folder_dataset(tmp_path).split("val").paths + folder_dataset(tmp_path).split("test").paths
+    ds.paths, ds.labels = every, np.zeros(len(every), np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # PIL's palette-transparency warning is a failure too
+        got = {p: pixel(ds, "a/" + p) for p in ("x16.png", "x16b.tif", "x32.tif", "xf.tif", "xla.png", "xp.png")}
+    assert got == {"x16.png": [128] * 3, "x16b.tif": [128] * 3, "x32.tif": [128] * 3, "xf.tif": [128] * 3,
+                   "xla.png": [128] * 3, "xp.png": [200, 100, 50]}
+    assert min(pixel(ds, "a/xcmyk.jpg")) > 240              # CMYK (0, 0, 0, 0) is white
+
+
+def test_float_images_are_scaled_from_the_smallest_range_that_holds_them():
+    for value, want in ((0.25, 64), (100.0, 100), (1000.0, 4)):
+        im = to_rgb(Image.fromarray(np.full((2, 2), value, np.float32)))
+        assert im.mode == "RGB" and np.asarray(im)[0, 0, 0] == want
+
+
+def test_broken_links_are_named_by_data_check_and_left_out_on_request(tmp_path, capsys):
+    write_folder(tmp_path)
+    os.symlink("loop.png", tmp_path / "a" / "loop.png")
+    os.symlink("nowhere.png", tmp_path / "b" / "dangling.png")
+    spec = folder_dataset(tmp_path)                  # listing the folder used to stop with ELOOP
+    assert main(["data", "check", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'a' / 'loop.png'} (a symbolic link loop)" in out
+    assert f"{tmp_path / 'b' / 'dangling.png'} (a link to nowhere.png, which does not exist)" in out
+    every = [p for s in ("train", "val", "test") for p in spec.split(s).paths]
+    assert {"a/loop.png", "b/dangling.png"} <= set(every)     # listed, not silently ignored
+    with pytest.warns(UserWarning, match="unreadable"):
+        kept = [spec.split(s, skip_bad_images=True) for s in ("train", "val", "test")]
+    dropped = [p for ds in kept for p in ds.dropped_images]
+    assert sorted(dropped) == [str(tmp_path / "a" / "loop.png"), str(tmp_path / "b" / "dangling.png")]
+
+
+def test_decompression_bombs_are_named_and_left_out_on_request(tmp_path, capsys, monkeypatch):
+    write_folder(tmp_path)
+    Image.new("RGB", (20, 20)).save(tmp_path / "a" / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)        # 400 pixels > 2 x 100: PIL refuses it
+    assert main(["data", "check", str(tmp_path), "--images", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert report["bad_images"] == [str(tmp_path / "a" / "bomb.png")]
+    spec = folder_dataset(tmp_path)
+    split = next(s for s in ("train", "val", "test") if "a/bomb.png" in spec.split(s).paths)
+    with pytest.raises(OSError, match="bomb.png.*--skip-bad-images"):
+        spec.split(split).load_image(spec.split(split).paths.index("a/bomb.png"))
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert spec.split(split, skip_bad_images=True).dropped_images == [str(tmp_path / "a" / "bomb.png")]
