@@ -83,6 +83,16 @@ def test_bad_folders_are_explained(tmp_path):
         folder_dataset(tmp_path / "nope")
 
 
+def test_a_one_class_folder_is_refused(tmp_path):
+    write_images(tmp_path / "one" / "cat", 6)                   # accepted before: "chance 100 %"
+    with pytest.raises(ValueError, match=r"one has one class folder \(cat/\); .*at least 2 classes"):
+        folder_dataset(tmp_path / "one")
+    for split in ("train", "test"):
+        write_images(tmp_path / "two" / split / "cat", 3)
+    with pytest.raises(ValueError, match=r"two/train has one class folder \(cat/\)"):
+        folder_dataset(tmp_path / "two")
+
+
 def test_classes_outside_train_and_stray_split_folders_are_refused(tmp_path):
     for split, cls in (("train", "x"), ("test", "x"), ("test", "fox")):
         write_images(tmp_path / "a" / split / cls, 2)

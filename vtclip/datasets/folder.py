@@ -215,6 +215,10 @@ def read_folder_splits(root: Path, seed: int = SPLIT_SEED) -> tuple[list[str], S
     if not folders:
         raise ValueError(f"{root} has no class folders: put the images of each class in their own "
                          "sub-folder (<dir>/<class>/*.jpg), or in train/<class>/ and test/<class>/")
+    if len(folders) == 1:         # every prediction would be right: "chance 100 %"
+        where = root / "train" if has_splits else root
+        raise ValueError(f"{where} has one class folder ({folders[0]}/); a classifier needs at least 2 classes: "
+                         "add a sub-folder of images for each other class")
     if (root / "split.json").is_file():
         return folders, read_split_file(root / "split.json", _classnames(root, folders))
     if has_splits:
