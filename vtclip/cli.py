@@ -5,8 +5,12 @@ Each command group lives next to the code it drives; this file only wires them t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 
@@ -205,15 +209,46 @@ USER_ERRORS = (ValueError, OSError, RuntimeError)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args) or 0
+        with _sigterm_as_interrupt():
+            return args.func(args) or 0
     except USER_ERRORS as err:
         print(f"vtclip {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:                # Ctrl-C: one line instead of a traceback
+    except KeyboardInterrupt as err:         # Ctrl-C or SIGTERM: one line instead of a traceback
         pretraining = getattr(args, "pocket_command", None) == "pretrain"
-        print(f"\nvtclip {args.command}: interrupted. {PRETRAIN_INTERRUPTED if pretraining else INTERRUPTED}",
-              file=sys.stderr)
+        left = PRETRAIN_INTERRUPTED if pretraining else INTERRUPTED
+        if isinstance(err, Terminated):      # 128 + the signal's number, as shells report it
+            print(f"vtclip {args.command}: terminated (SIGTERM). {left}", file=sys.stderr)
+            return 143
+        print(f"\nvtclip {args.command}: interrupted. {left}", file=sys.stderr)
         return 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what Slurm, ``timeout`` and ``kill`` send) raised where the program is, as Ctrl-C is: every
+    ``except BaseException`` / ``finally`` that removes a half-written file runs for it too."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Turn SIGTERM into ``Terminated`` while a command runs; the previous handler afterwards."""
+    if threading.current_thread() is not threading.main_thread():   # only the main thread may set handlers
+        yield
+        return
+    pid = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != pid:               # a forked DataLoader worker: end as it did before
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 #: What an interrupted command leaves behind (every file vtclip writes appears whole or not at all).

@@ -5,14 +5,22 @@ features (backbone + weights tag, spatial mode, precision, dataset, split, image
 transform, views, augmentation seed). Its ``meta.json`` holds that key in full and is checked on
 every load, so a stale or foreign entry is never reused; entries are written to a temporary folder
 and renamed into place, so an interrupted run leaves no half-written entry.
+
+Faults (issue 22): the free space is checked against the entry's size before its spatial map is
+written, and the map's file is allocated on disk before it is memory-mapped, so a full disk is one
+``CacheSpaceError`` naming the folder and the size, never a SIGBUS; temporary folders left by a
+process that was killed (``.<digest>.tmp-<pid>@<host>``) are removed by the next extraction.
 Taught in: chapter 04 (few-shot training).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,7 +248,8 @@ def _encode_batches(clip, batches, desc, progress, lead, store_dtype, spatial_fi
             if spatial_file is None:
                 spatial = torch.empty(shape, dtype=getattr(torch, store_dtype))
             else:
-                mapped = np.lib.format.open_memmap(spatial_file, mode="w+", dtype=store_dtype, shape=shape)
+                pooled_bytes = pooled.numel() * pooled.element_size() + lead[1] * 8   # + labels (int64)
+                mapped = spatial_memmap(spatial_file, store_dtype, shape, pooled_bytes)
                 spatial = torch.from_numpy(mapped)
         b = len(f.pooled)
         pooled.view(-1, *pooled.shape[2:])[done:done + b] = f.pooled.cpu()                  # (b, D)
@@ -249,6 +258,61 @@ def _encode_batches(clip, batches, desc, progress, lead, store_dtype, spatial_fi
     if mapped is not None:
         mapped.flush()
     return pooled, spatial, grid
+
+
+class CacheSpaceError(OSError):
+    """The disk under the feature cache has no room for an entry."""
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def _no_space(folder: Path, needed: int | None, free: int | None) -> CacheSpaceError:
+    """The one message for a full disk under the cache: how much, where, and what to do."""
+    size = "" if needed is None else f" ({_gib(needed)} needed, {_gib(free)} free)"
+    return CacheSpaceError(f"no room on the disk for a feature cache entry in {folder}{size}; free space "
+                           "there, or set VTCLIP_HOME (or cache_dir) to a folder on a disk with room")
+
+
+def spatial_memmap(path: Path, store_dtype: str, shape: tuple, other_bytes: int = 0) -> np.memmap:
+    """A new ``.npy`` file of ``shape`` mapped for writing, its blocks allocated on disk beforehand.
+
+    Written through a map, a sparse file on a full disk kills the process with SIGBUS (no Python
+    exception, no message); allocating every block first (``posix_fallocate``) turns that into ENOSPC
+    here, before any map exists. ``other_bytes``: what the rest of the entry needs on the same disk.
+    """
+    nbytes = int(np.prod(shape)) * np.dtype(store_dtype).itemsize
+    free = shutil.disk_usage(path.parent).free
+    if nbytes + other_bytes > free:
+        raise _no_space(path.parent.parent, nbytes + other_bytes, free)
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(store_dtype)), "fortran_order": False,
+              "shape": tuple(shape)}
+    try:
+        with open(path, "wb") as fh:
+            np.lib.format.write_array_header_1_0(fh, header)
+            _allocate(fh.fileno(), fh.tell() + nbytes)
+    except OSError as err:
+        if err.errno in _DISK_FULL:
+            raise _no_space(path.parent.parent, nbytes + other_bytes, free) from err
+        raise
+    return np.lib.format.open_memmap(path, mode="r+")
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Reserve ``size`` bytes of disk for the file ``fd`` (ENOSPC now rather than SIGBUS later)."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is not None:
+        try:
+            fallocate(fd, 0, size)
+            return
+        except OSError as err:           # a file system without it: a sparse file, as numpy makes
+            if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+    os.ftruncate(fd, size)               # (macOS has no posix_fallocate: there a full disk can still SIGBUS)
 
 
 def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views: int = 1,
@@ -291,9 +355,11 @@ def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views
         if not cache:
             return feats
         write_entry(entry, key, feats, tmp)
-    except BaseException:                   # an error or Ctrl-C: no half-written entry stays behind
+    except BaseException as err:            # an error or Ctrl-C: no half-written entry stays behind
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and err.errno in _DISK_FULL:   # pooled.npy, meta.json, ... on a full disk
+            raise _no_space(entry.parent, None, None) from err
         raise
     return load_entry(entry, key, mmap=mmap)
 
@@ -306,10 +372,44 @@ def default_workers() -> int:
 def _new_tmp(entry: Path) -> Path:
     """An empty temporary folder next to ``entry``, for this process to write the entry into."""
     entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = entry.with_name(f".{entry.name}.tmp-{os.getpid()}")
+    remove_stale_tmp(entry.parent.parent)
+    tmp = entry.with_name(f".{entry.name}.tmp-{os.getpid()}@{socket.gethostname()}")
     shutil.rmtree(tmp, ignore_errors=True)   # our own leftover from this process id only
     tmp.mkdir()
     return tmp
+
+
+#: ``.<digest>.tmp-<pid>@<host>``; folders of older versions have no ``@<host>``.
+_TMP_NAME = re.compile(r"\.[0-9a-f]+\.tmp-(?P<pid>\d+)(?:@(?P<host>.+))?")
+
+
+def remove_stale_tmp(cache_root: Path) -> list[Path]:
+    """Remove the temporary entries under ``cache_root/<dataset>/`` whose writer is gone.
+
+    A process killed while writing (SIGKILL, a crash) leaves its full-size temporary folder behind.
+    Only folders of this machine whose process id is no longer alive go: a cache shared over a
+    network file system may hold folders of live processes on other machines. Returns what went.
+    """
+    if os.name != "posix" or not cache_root.is_dir():    # os.kill(pid, 0) tests a pid on POSIX only
+        return []
+    host, gone = socket.gethostname(), []
+    for folder in cache_root.glob("*/.*.tmp-*"):
+        m = _TMP_NAME.fullmatch(folder.name)
+        if m and m["host"] in (None, host) and not _alive(int(m["pid"])):
+            shutil.rmtree(folder, ignore_errors=True)
+            gone.append(folder)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_entry(entry: Path, key: dict, feats: FeatureSet, tmp: Path | None = None) -> None:
