@@ -398,3 +398,47 @@ def test_a_sweep_shows_its_extractions_progress(tiny_hf_dir, tmp_path, capsys):
     run_sweep(["vtclip"], str(tiny_hf_dir), ["toy-colours"], [2], [1], tmp_path / "run", preset="smoke")
     err = capsys.readouterr().err
     assert "toy-colours/test (1 x" in err and "toy-colours/train (" in err and "sweep:" in err
+
+
+def test_a_sweep_refuses_to_extend_a_row_across_changed_images(tiny_hf_dir, tmp_path):
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    def add(c, n, start=0):
+        (tmp_path / "colours" / f"class{c}").mkdir(parents=True, exist_ok=True)
+        for i in range(start, start + n):
+            Image.fromarray(np.full((32, 32, 3), 60 * c + i, np.uint8)).save(tmp_path / "colours" / f"class{c}" / f"{i}.png")
+
+    add(0, 5), add(1, 5)
+    kw = dict(backbone=str(tiny_hf_dir), datasets=[str(tmp_path / "colours")], shots=[1], progress=False,
+              out=tmp_path / "run", preset="smoke")
+    assert run_sweep(["zeroshot"], seeds=[1], **kw)["ran"] == 1
+    (record,) = load_records(tmp_path / "run")
+    assert len(record["data"]) == 16
+    add(0, 20, start=5)                  # the folder grows: its split, and n_test, change
+    with pytest.raises(ValueError, match=r"zeroshot__.*seed1\.json \(and 0 more record\(s\) there\) was measured on "
+                                         r".*colours with content .* and 4 test images; it now has .* and 10 test "
+                                         r"images .*new --out folder"):
+        run_sweep(["zeroshot"], seeds=[2], **kw)
+    assert len(load_records(tmp_path / "run")) == 1
+
+
+def test_unreadable_records_are_named_and_left_out(tmp_path):
+    import pytest
+
+    from vtclip.experiments import BadRecordWarning
+
+    assert run_sweep(["zeroshot"], "pocket", ["toy-colours"], [1], [1], tmp_path, progress=False)["ran"] == 1
+    bad = {"truncated": '{"method": "zeroshot", "back', "binary": b"\x89PNG\x00\xff", "empty": "{}",
+           "list": "[1, 2]"}
+    for i, (what, text) in enumerate(bad.items()):
+        path = tmp_path / f"zeroshot__pocket__{what}__1shot__seed{i}.json"
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.warns(BadRecordWarning) as caught:
+        result = run_sweep(["zeroshot"], "pocket", ["toy-colours"], [1], [1, 2], tmp_path, progress=False)
+    assert (result["ran"], result["failed"], result["summary_rows"]) == (1, 0, 1)
+    named = " ".join(str(w.message) for w in caught)
+    for what in bad:
+        assert f"zeroshot__pocket__{what}__1shot__seed" in named
+    assert "Delete it to have that run done again" in named

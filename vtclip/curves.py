@@ -27,8 +27,8 @@ import torch
 
 from . import features
 from .backbones import load_clip
-from .experiments import (Task, backbone_label, check_grid, check_out, check_resume, dataset_label, dataset_names,
-                          device_name, fewshot_features, load_task, method_label, record_name, summary_row,
+from .experiments import (Task, backbone_label, check_grid, check_out, check_resume, data_fingerprint, dataset_label,
+                          dataset_names, device_name, fewshot_features, load_task, method_label, record_name, summary_row,
                           write_record, _version)
 from .methods import ZeroShot, build_method
 from .train import TrainConfig, check_trains, config_dict, evaluate, fit
@@ -85,7 +85,8 @@ def run_curves(task: Task, method: str, shots: int, seed: int, cfg: TrainConfig 
     seconds = time.perf_counter() - start
     return {"kind": "curves", "method": method, "variant": variant, "backbone": task.clip.name,
             "weights": task.clip.weights_tag,
-            "dataset": task.spec.name, "shots": shots, "seed": seed, "n_train": len(train),
+            "dataset": task.spec.name, "data": data_fingerprint(task.spec), "shots": shots, "seed": seed,
+            "n_train": len(train),
             "n_val": len(val), "n_dev": len(dev), "num_classes": task.spec.num_classes,
             "zeroshot": {"val_acc": round(evaluate(zeroshot, val)["top1"], 4),
                          "dev_acc": round(evaluate(zeroshot, dev)["top1"], 4)},
@@ -114,7 +115,7 @@ def run_curves_grid(method: str, backbone: str, datasets, shots: int, seeds, out
     recipes = {summary_row(curves_name(method, backbone, d, shots, 1, variant)):
                (TrainConfig.preset(preset, dataset_label(d), shots, method=method), options, "raw")
                for d in datasets}
-    clip = check_resume(out, backbone, recipes, lambda: load_clip(backbone), curves=True)
+    clip = check_resume(out, backbone, recipes, lambda: load_clip(backbone), curves=True, datasets=datasets)
     for dataset in datasets:
         task = None
         for seed in seeds:
@@ -135,13 +136,13 @@ def run_curves_grid(method: str, backbone: str, datasets, shots: int, seeds, out
 
 def load_curves(folder) -> list[dict]:
     """Every ``*.curves.json`` record directly in ``folder``."""
-    import json
+    from .experiments import readable_records
 
     paths = sorted(Path(folder).glob("*.curves.json"))
     if not paths:
         raise FileNotFoundError(f"no *.curves.json records in {folder} (write them with `vtclip curves "
                                 f"--out {folder}`)")
-    return [json.loads(p.read_text()) for p in paths]
+    return list(readable_records(paths).values())     # an unreadable file: named in a warning, left out
 
 
 def summary(records) -> list[dict]:

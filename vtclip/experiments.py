@@ -160,13 +160,20 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({os.cpu_count()} cores)"
 
 
+def data_fingerprint(spec) -> str | None:
+    """The content digest of an image folder's dataset (``datasets.folder.fingerprint``); None for a
+    registered dataset, whose name fixes its classes, prompts and split rules."""
+    return spec.extra.get("fingerprint")
+
+
 def make_record(method: str, task: Task, shots: int, seed: int, top1: float, seconds: float,
                 config: dict) -> dict:
     """A result record in the documented shape (see ARCHITECTURE.md, "Few-shot pipeline"), plus
     ``weights``: the backbone's weights tag (for Pocket CLIP ``pocket:<digest of the shipped weights>``),
-    so a record says which checkpoint it was measured on."""
+    so a record says which checkpoint it was measured on, and ``data``: an image folder's content
+    digest (``data_fingerprint``), so it says which images."""
     return {"method": method, "backbone": task.clip.name, "weights": task.clip.weights_tag,
-            "dataset": task.spec.name, "shots": shots,
+            "dataset": task.spec.name, "data": data_fingerprint(task.spec), "shots": shots,
             "seed": seed, "top1": round(top1, 2), "n_test": len(task.test),
             "num_classes": task.spec.num_classes, "train_seconds": round(seconds, 2),
             "device": device_name(task.clip.device),
@@ -283,12 +290,14 @@ def summary_row(path) -> str:
     return Path(path).name.rsplit("__seed", 1)[0]
 
 
-def check_resume(out, backbone: str, recipes: dict, load_clip, curves: bool = False):
+def check_resume(out, backbone: str, recipes: dict, load_clip, curves: bool = False, datasets=()):
     """Before a grid resumes or extends ``out``: every record of ``backbone`` there must come from the
-    same weights (``check_same_weights``, whose backbone is returned), and those in a summary row the
-    grid adds to (``recipes``: row -> (TrainConfig, method options, spatial map)), any seed, from the
-    same recipe (``check_same_training``)."""
+    same weights (``check_same_weights``, whose backbone is returned), those of the grid's image
+    folders (``datasets`` as given) from the same images (``check_same_data``), and those in a summary
+    row the grid adds to (``recipes``: row -> (TrainConfig, method options, spatial map)), any seed,
+    from the same recipe (``check_same_training``)."""
     finished = finished_records(out, backbone, curves)
+    check_same_data(finished, datasets)
     in_rows = {p: recipes[summary_row(p)] for p in finished if summary_row(p) in recipes}
     check_same_training({p: r[0] for p, r in in_rows.items()}, options={p: r[1] for p, r in in_rows.items()},
                         spatial={p: r[2] for p, r in in_rows.items()})
@@ -307,12 +316,11 @@ def check_same_weights(paths, load_clip):
     backbone's ``weights_tag``); records of another tag, or without one (written before records
     carried it), stop the run.
     """
-    finished = [Path(p) for p in paths if Path(p).exists()]
+    finished = readable_records(paths)
     if not finished:
         return None
     clip = load_clip()
-    foreign = [(p, json.loads(p.read_text()).get("weights")) for p in finished]
-    foreign = [(p, tag) for p, tag in foreign if tag != clip.weights_tag]
+    foreign = [(p, r.get("weights")) for p, r in finished.items() if r.get("weights") != clip.weights_tag]
     if foreign:
         path, tag = foreign[0]
         what = f"weights {tag!r}" if tag else "no weights tag (written before records carried one)"
@@ -321,6 +329,67 @@ def check_same_weights(paths, load_clip):
             f"backbone {clip.name!r} now has weights {clip.weights_tag!r}; resuming would mix two "
             "checkpoints in one folder. Use a new --out folder, or move the old records away.")
     return clip
+
+
+def check_same_data(paths, datasets) -> None:
+    """Before resuming a grid: refuse records of its image folders measured on other images.
+
+    A folder's images can change between two runs of a grid (added, removed, re-sorted; class names
+    or prompts edited); its split changes with them, so a resumed grid would average runs on two
+    splits in one row. Each record carries the folder's content digest (``data``); records of a grid's
+    folder with another digest, or none (written before records carried one), stop the run.
+    """
+    from .datasets import get_dataset
+
+    specs = {s.name: s for s in map(get_dataset, datasets) if data_fingerprint(s)}
+    stale = [(p, r) for p, r in readable_records(paths).items()
+             if r["dataset"] in specs and r.get("data") != data_fingerprint(specs[r["dataset"]])]
+    if stale:
+        path, record = stale[0]
+        spec = specs[record["dataset"]]
+        was = f"content {record['data']!r}" if record.get("data") else "no content digest (an older record)"
+        raise ValueError(
+            f"{path} (and {len(stale) - 1} more record(s) there) was measured on {spec.extra['path']} with {was} "
+            f"and {record.get('n_test', '?')} test images; it now has content {data_fingerprint(spec)!r} and "
+            f"{spec.extra['sizes']['test']} test images (images or class names changed); resuming would mix "
+            "two splits in one row. Use a new --out folder, or move the old records away.")
+
+
+class BadRecordWarning(UserWarning):
+    """A file named like a result record in a results folder cannot be read as one."""
+
+
+#: Keys every record has, which tables and checks read (``vtclip curves`` records have no ``top1``).
+RECORD_KEYS = ("method", "backbone", "dataset", "shots", "seed")
+
+
+def read_record(path) -> dict:
+    """The record in ``path``, or a ``ValueError`` naming the file and what is wrong with it."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not a readable result record ({err})") from None
+    need = RECORD_KEYS + (() if path.name.endswith(".curves.json") else ("top1",))
+    missing = [k for k in need if k not in record] if isinstance(record, dict) else list(need)
+    if missing or not isinstance(record.get("config", {}), dict):
+        raise ValueError(f"{path} is not a result record (it lacks {', '.join(missing) or 'a config object'})")
+    return record
+
+
+def readable_records(paths) -> dict:
+    """{path: record} of the record files in ``paths`` that exist; each unreadable one is left out
+    with a ``BadRecordWarning`` naming it, so one damaged file does not stop every grid in its folder."""
+    out = {}
+    for path in map(Path, paths):
+        if not path.exists():
+            continue
+        try:
+            out[path] = read_record(path)
+        except ValueError as err:
+            warnings.warn(f"{err}; left out. Delete it to have that run done again, or move it away.",
+                          BadRecordWarning, stacklevel=2)
+    return out
 
 
 def _option_defaults(method: str | None) -> dict:
@@ -347,13 +416,14 @@ def check_same_training(expected: dict, options: dict | None = None, spatial: di
     ``config.spatial``.
     """
     skip, unset, dtype = ("seed", "progress"), "(default)", settings.cache_dtype()
+    records = readable_records(expected)
     for path, cfg in expected.items():
         path = Path(path)
-        if not path.exists():
+        if path not in records:
             continue
-        record = json.loads(path.read_text())
-        config = record["config"]
-        have, want = config["train"], config_dict(cfg)
+        record = records[path]
+        config = record.get("config", {})
+        have, want = config.get("train", {}), config_dict(cfg)
         diff = {k: (have[k], want[k]) for k in have if k in want and k not in skip and have[k] != want[k]}
         chosen = set(config.get("selected_on_val", {}).get("grid", {}))
         defaults = _option_defaults(record.get("method"))

@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from . import settings
 from .datasets.base import check_draw
 from .experiments import (check_grid, check_out, check_resume, dataset_label, dataset_names, load_task,
-                          method_label, record_name, run_method, run_record_name, summary_row, write_record)
+                          method_label, readable_records, record_name, run_method, run_record_name, summary_row,
+                          write_record)
 from .train import TrainConfig
 
 
@@ -62,7 +63,7 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
                variants[v].get("options", {}), variants[v].get("spatial", "raw"))
               for d, k, s, m, v in grid}
     spatial = variants[next(iter(variants))].get("spatial", "raw")
-    clip = check_resume(out, backbone, recipe, lambda: load_clip(backbone, spatial=spatial))
+    clip = check_resume(out, backbone, recipe, lambda: load_clip(backbone, spatial=spatial), datasets=datasets)
     if clip is not None:
         clips[spatial] = clip
     bar = tqdm(grid, desc="sweep", disable=not progress)
@@ -112,8 +113,8 @@ def load_records(folder) -> list[dict]:
     """Every result record directly in ``folder``: the files named ``method__backbone__dataset__Kshot__seedS.json``
     (``experiments.record_name``); other JSON files there (e.g. ``vtclip pocket eval`` output, or the
     ``*.curves.json`` of ``vtclip curves``, which have no test accuracy) are not records."""
-    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*__*__*__*shot__seed*.json"))
-            if not p.name.endswith(".curves.json")]
+    paths = [p for p in sorted(Path(folder).glob("*__*__*__*shot__seed*.json")) if not p.name.endswith(".curves.json")]
+    return list(readable_records(paths).values())     # an unreadable file: named in a warning, left out
 
 
 def summarize(folder) -> list[dict]:

@@ -18,6 +18,7 @@ Taught in: the appendix "Getting the datasets" (section "Your own images").
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import warnings
@@ -229,13 +230,31 @@ def read_folder_splits(root: Path, seed: int = SPLIT_SEED) -> tuple[list[str], S
     return folders, data
 
 
+def fingerprint(root: Path, data: SplitData, names, templates) -> str:
+    """A short digest of what a run on the folder sees: class names, prompts, and every split's
+    paths, labels and file sizes. Records carry it, so a grid never averages runs on two contents."""
+    h = hashlib.sha1(json.dumps([list(names), list(templates), data.source]).encode())
+    for s in SPLITS:
+        for path, label in zip(data.paths[s], data.labels[s]):
+            h.update(f"\n{s}:{label}:{path}:{_size(root / path)}".encode())
+    return h.hexdigest()[:16]
+
+
+def _size(path: Path) -> int:
+    """A file's size, -1 for one that cannot be read (a broken link: reading it will say so)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
 def folder_dataset(path: str | Path, seed: int = SPLIT_SEED) -> DatasetSpec:
     """A DatasetSpec for an ImageFolder-style directory (see the module docstring for layouts)."""
     root = Path(path).expanduser().resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist")
     folders, data = read_folder_splits(root, seed)
-    names = _classnames(root, folders)
+    names, templates = _classnames(root, folders), _templates(root)
     unused = unused_files(root, folders)
     if unused:   # one text per folder: Python's default filter shows it once, however often the folder is loaded
         warnings.warn(unused_message(root, unused) + " (`vtclip data check` lists them)", UnusedFilesWarning,
@@ -247,8 +266,8 @@ def folder_dataset(path: str | Path, seed: int = SPLIT_SEED) -> DatasetSpec:
         return ds
 
     return DatasetSpec(
-        name=_dataset_name(root), classnames=names, templates=_templates(root), build=build, kind="folder",
+        name=_dataset_name(root), classnames=names, templates=templates, build=build, kind="folder",
         description=f"image folder {root} ({len(names)} classes, split: {data.source})", source=str(root),
         folder=str(root), extra={"path": str(root), "split_source": data.source, "sizes": data.sizes(),
-                                 "unused": unused})
+                                 "unused": unused, "fingerprint": fingerprint(root, data, names, templates)})
 
