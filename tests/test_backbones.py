@@ -307,3 +307,75 @@ def test_a_prompt_longer_than_the_text_context_is_refused(family, request):
     assert clip.encode_text([fits]).shape[0] == 1
     with pytest.raises(ValueError, match=rf"1 prompt\(s\) are longer than .* text context of {context} tokens"):
         clip.encode_text([fits, "cat " + fits])
+
+
+# ---- weights tags follow the weights' content (issue 22) ----------------------------------------
+def _random_rn50_file(path, seed):
+    """A random RN50 state dict saved as ``path`` (fp16: half the disk; loading casts it back)."""
+    torch.manual_seed(seed)
+    model = open_clip.create_model("RN50", pretrained=None, force_quick_gelu=True)
+    torch.save({k: v.half() for k, v in model.state_dict().items()}, path)
+    return path
+
+
+def test_a_replaced_local_rn50_file_gets_another_tag(tmp_path, monkeypatch):
+    monkeypatch.setenv("VTCLIP_HOME", str(tmp_path))
+    (tmp_path / "weights").mkdir()
+    local = _random_rn50_file(tmp_path / "weights" / "RN50.pt", seed=0)
+    first = vt.load_clip("RN50", device="cpu").weights_tag
+    _random_rn50_file(local, seed=1)                                  # another file in the same place
+    second = vt.load_clip("RN50", device="cpu").weights_tag
+    assert first.startswith("local:RN50.pt:") and second.startswith("local:RN50.pt:") and first != second
+
+
+def test_openai_s_own_rn50_file_is_tagged_openai_like_the_hub_download(tmp_path, monkeypatch):
+    from vtclip.backbones import openclip
+    from vtclip.backbones.digest import file_sha256
+
+    local = tmp_path / "RN50.pt"
+    local.write_bytes(b"stands for OpenAI's release")
+    assert openclip.weights_tag_of("RN50", local) == f"local:RN50.pt:{file_sha256(local)[:12]}"
+    monkeypatch.setitem(openclip.OPENAI_SHA256, "RN50", file_sha256(local))   # as if it were OpenAI's file
+    assert openclip.weights_tag_of("RN50", local) == "openai"
+    assert openclip.weights_tag_of("RN50", tmp_path / "absent.pt") == "openai"   # the hub's copy
+
+
+def test_a_checkpoint_replaced_under_a_hub_name_gets_another_tag_and_features(tmp_path, monkeypatch):
+    import shutil
+
+    from conftest import tiny_hf_clip_dir
+
+    from vtclip import features
+    from vtclip.datasets import get_dataset
+
+    monkeypatch.setenv("VTCLIP_HOME", str(tmp_path))
+    folder = tmp_path / "weights" / "openai--clip-vit-base-patch16"
+    ds = get_dataset("toy-colours").split("test")
+
+    def load_and_extract():
+        clip = vt.load_clip("ViT-B/16", device="cpu")
+        return clip.weights_tag, features.extract(clip, ds, dataset_name="toy-colours", split="test", indices=[0, 1],
+                                                  num_workers=0, progress=False)
+
+    tiny_hf_clip_dir(folder, seed=0)
+    tag_a, fa = load_and_extract()
+    shutil.rmtree(folder)
+    tiny_hf_clip_dir(folder, seed=1)                                    # the checkpoint replaced by another
+    tag_b, fb = load_and_extract()
+    assert tag_a.startswith("openai/clip-vit-base-patch16:") and tag_a != tag_b
+    assert not torch.allclose(fa.pooled, fb.pooled)                     # not the old checkpoint's features
+
+
+def test_the_digest_cache_never_serves_a_changed_file(tmp_path):
+    import os
+
+    from vtclip.backbones.digest import _cache_path, file_sha256
+
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(b"a" * 100)
+    first = file_sha256(f)
+    assert first in _cache_path().read_text()                          # remembered
+    st = f.stat()
+    f.write_bytes(b"b" * 100)                                          # same size, edited in place ...
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))                   # ... and the old mtime put back
+    assert file_sha256(f) != first and file_sha256(f) == file_sha256(f)

@@ -12,7 +12,7 @@ import torch
 
 from .. import settings
 from .base import SPATIAL_MODES, FrozenCLIP, ImageFeatures, WeightsUnavailableError
-from .hf import HF_MODELS, HFCLIPBackbone, load_hf_clip, weights_digest
+from .hf import HF_MODELS, HFCLIPBackbone, load_hf_clip, sampled_digest
 from .openclip import OPEN_CLIP_MODELS, OpenCLIPBackbone, load_open_clip
 
 #: The shipped Pocket CLIP checkpoint (transformers format).
@@ -43,7 +43,7 @@ def load_clip(name: str, spatial: str = "raw", device: torch.device | str | None
                 "repository (git clone it, then pip install -e .), or rebuild it with "
                 "`vtclip pocket pretrain`.")
         clip = load_hf_clip(POCKET_DIR, spatial, dtype, device, name="pocket",
-                            weights_tag=f"pocket:{weights_digest(POCKET_DIR)}")
+                            weights_tag=f"pocket:{sampled_digest(POCKET_DIR)}")
     elif name in HF_MODELS or Path(name).expanduser().is_dir():
         clip = load_hf_clip(name, spatial, dtype, device)
     else:

@@ -16,6 +16,7 @@ from torchvision import transforms as T
 
 from .. import settings
 from .base import FrozenCLIP, WeightsUnavailableError
+from .digest import folder_digest
 
 #: Our names for OpenAI's ViT CLIPs and their hub ids.
 HF_MODELS = {
@@ -140,15 +141,37 @@ def load_hf_clip(name_or_dir: str, spatial: str = "raw", dtype: torch.dtype = to
             f"The tokenizer of {name_or_dir!r} knows {len(tokenizer)} tokens but the text encoder expects "
             f"{vocab}: its vocabulary files (vocab.json and merges.txt, or tokenizer.json) are missing or "
             f"incomplete in {source}. Copy them from the same checkpoint.")
-    tag = weights_tag or (repo_id or f"local:{path.resolve().name}:{weights_digest(path)}")
+    tag = weights_tag or weights_tag_of(path if repo_id is None else local, repo_id)
     # records are named after the backbone: a local directory by its folder name, else the name given
     # ("ViT-B/16", not the last part of that string, which a record-name lookup would never find)
     label = name or (path.name if repo_id is None else str(name_or_dir))
     return HFCLIPBackbone(model.to(device), tokenizer, processor, label, tag, spatial, dtype)
 
 
+def weights_tag_of(folder: Path, repo_id: str | None) -> str:
+    """The weights tag of a checkpoint: the digest of its folder's contents when it is read from one.
+
+    A folder given by path is ``local:<name>:<digest>``; a hub model placed by hand in
+    ``$VTCLIP_HOME/weights/<org>--<name>`` is ``<repo id>:<digest>`` (it was the bare repo id, so a
+    replaced checkpoint there kept its tag and its cached features); a hub download is its repo id
+    (the hub's files of a repo are what its id names).
+    """
+    if repo_id is None:
+        return f"local:{folder.resolve().name}:{weights_digest(folder)}"
+    return f"{repo_id}:{weights_digest(folder)}" if folder.is_dir() else repo_id
+
+
 def weights_digest(folder: Path) -> str:
-    """A short fingerprint of a checkpoint folder's weight files (size + first and last MiB)."""
+    """A 12-hex digest of the contents of a checkpoint folder (weights, config, tokenizer files)."""
+    return folder_digest(folder)
+
+
+def sampled_digest(folder: Path) -> str:
+    """The older, sampled fingerprint of a folder's weight files (size + first and last MiB).
+
+    Kept for the shipped Pocket CLIP only: its committed records carry it (``pocket:dfc8f57a7616``),
+    and git already tracks that checkpoint's content. Every other folder uses ``weights_digest``.
+    """
     import hashlib
 
     h = hashlib.sha1()

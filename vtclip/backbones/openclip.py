@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from .. import settings
 from .base import FrozenCLIP, WeightsUnavailableError
+from .digest import file_sha256
 
 #: open_clip model names we load with OpenAI's weights, and the file name of those weights.
 OPEN_CLIP_MODELS = {"RN50": "RN50.pt", "RN101": "RN101.pt"}
+#: SHA-256 of OpenAI's released files: the hex part of their download URLs, which open_clip checks too.
+OPENAI_SHA256 = {"RN50": "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762",
+                 "RN101": "8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599"}
 
 
 class OpenCLIPBackbone(FrozenCLIP):
@@ -83,6 +88,16 @@ def weights_path(name: str):
     return settings.home("weights", OPEN_CLIP_MODELS[name])
 
 
+def weights_tag_of(name: str, local: Path) -> str:
+    """``openai`` for OpenAI's weights (the hub's copy, or a local file with OpenAI's published SHA-256);
+    ``local:<file>:<digest>`` for any other local file, so that replacing it changes every cache key and
+    record (it was tagged ``openai`` whatever it held)."""
+    if not local.is_file():
+        return "openai"
+    sha = file_sha256(local)
+    return "openai" if sha == OPENAI_SHA256[name] else f"local:{local.name}:{sha[:12]}"
+
+
 @contextlib.contextmanager
 def _root_log_muted():
     """Silence the root logger for a moment (open_clip reports errors there as well as raising them)."""
@@ -122,6 +137,6 @@ def load_open_clip(name: str, spatial: str = "raw", dtype: torch.dtype = torch.f
             f"'open_clip_pytorch_model.bin' from the hub repo timm/{name.lower().replace('rn', 'resnet')}"
             f"_clip.openai) on a machine with internet and copy it to {local}."
         ) from err
-    tag = "openai" if pretrained else "random"
+    tag = weights_tag_of(name, local) if pretrained else "random"
     tokenizer = open_clip.get_tokenizer(name)
     return OpenCLIPBackbone(model, preprocess, tokenizer, name, tag, spatial, dtype)
