@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import render
+from . import render, world
 from .tokenizer import NUM_MERGES, build_tokenizer, clip_vocab
 
 #: Per-channel pixel mean/std of pretraining renders (measured on 4,000 scenes, rounded).
@@ -65,6 +65,7 @@ class PocketConfig:
     group_size: int = 1                   # scenes per group sharing colour/size/background (1: iid)
     mimetic_init: bool = True             # ViT attention starts near identity (Trockman & Kolter 2023)
     sincos_pos: float = 1.0               # ViT position embeddings start as 2-D sin-cos x this (0: random)
+    world: str = "v1"                     # "v1" (shape on six textures) or "v2" (``world``: broad scenes)
     seed: int = 0                         # initialisation and the stream of rendered batches
     threads: int = 2                      # torch CPU threads (2 = this project's CI machine)
     checkpoint_every: int = 250           # steps between resumable checkpoints
@@ -75,6 +76,11 @@ class PocketConfig:
         return cls()
 
     @classmethod
+    def v2(cls) -> "PocketConfig":
+        """World v2's recipe (``world``): broad scenes, captions in everyday and rare words."""
+        return cls(world="v2", steps=3600)
+
+    @classmethod
     def tiny(cls, steps: int = 40) -> "PocketConfig":
         """A seconds-long run for tests: tiny towers, small batches."""
         return cls(vision_width=32, vision_layers=1, vision_heads=2, text_width=32, text_layers=1,
@@ -82,6 +88,8 @@ class PocketConfig:
                    warmup=5, lr=3e-3, text_freeze=0, checkpoint_every=10, threads=1)
 
     def __post_init__(self):
+        if self.world not in ("v1", "v2"):
+            raise ValueError(f"world must be 'v1' or 'v2', got {self.world!r}")
         if self.loss not in ("multi-positive", "clip"):
             raise ValueError(f"loss must be 'multi-positive' or 'clip', got {self.loss!r}")
         if min(self.steps, self.batch_size, self.checkpoint_every, self.warmup) <= 0:
@@ -168,6 +176,10 @@ def to_pixels(images: np.ndarray) -> torch.Tensor:
 def make_batch(cfg: PocketConfig, step: int, tokenizer) -> dict:
     """The batch of step ``step``: pixels (B, 3, S, S), tokens (B, L), positives (B, B) bool."""
     rng = np.random.default_rng([cfg.seed, step, 0x9C11])   # tagged stream, apart from the suite's
+    if cfg.world == "v2":
+        scenes = [world.sample_scene(rng) for _ in range(cfg.batch_size)]
+        caps = [world.caption(s, rng) for s in scenes]
+        return _encode_batch(cfg, scenes, caps, tokenizer, world.matches)
     scenes = []
     while len(scenes) < cfg.batch_size:   # a group differs only in shape: hard negatives for shape
         first = render.sample_scene(rng)
@@ -175,10 +187,15 @@ def make_batch(cfg: PocketConfig, step: int, tokenizer) -> dict:
         scenes += [first] + [render.sample_scene(rng, **shared) for _ in range(cfg.group_size - 1)]
     scenes = scenes[:cfg.batch_size]
     caps = [render.caption(s, rng) for s in scenes]
+    return _encode_batch(cfg, scenes, caps, tokenizer, render.matches)
+
+
+def _encode_batch(cfg: PocketConfig, scenes, caps, tokenizer, matches) -> dict:
+    """Pixels, tokens and the (B, B) positives of scenes and their (text, named) captions."""
     enc = tokenizer([c[0] for c in caps], padding=True, truncation=True,
                     max_length=cfg.context_length, return_tensors="pt")
     # positives[i, j]: caption j is true of image i (the diagonal always is)
-    positives = torch.tensor([[render.matches(named, s) for _, named in caps] for s in scenes])
+    positives = torch.tensor([[matches(named, s) for _, named in caps] for s in scenes])
     return {"pixel_values": to_pixels(render.render_batch(scenes)), "input_ids": enc["input_ids"],
             "attention_mask": enc["attention_mask"], "positives": positives}
 

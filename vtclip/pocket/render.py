@@ -14,10 +14,16 @@ from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 IMAGE_SIZE = 64
 SHAPES = ("circle", "square", "triangle", "star", "cross", "heart", "diamond", "ring")
+#: World v2's second set of objects ("symbols"): drawn like shapes, named in v2's captions mostly
+#: by everyday words and only rarely by the names the ``pocket-symbols`` dataset uses.
+SYMBOLS = ("arrow", "crescent", "hourglass", "chevron", "pentagon", "bolt", "tee", "dome")
+OBJECTS = SHAPES + SYMBOLS
+#: How an object is drawn: filled ("solid", every v1 scene) or as its outline only (v2's sketches).
+STYLES = ("solid", "outline")
 #: Saturated object colours (RGB); backgrounds use muted colours so the object's colour is unambiguous.
 COLOURS = {
     "red": (215, 35, 35), "orange": (245, 135, 20), "yellow": (240, 215, 35), "green": (40, 170, 55),
@@ -51,15 +57,20 @@ class Scene:
     clutter: int = 0        # number of distractor blobs/strokes drawn under the object
     vivid_clutter: bool = False   # distractors in saturated object colours (harder) vs muted ones
     seed: int = 0           # drives texture parameters, colour jitter and clutter layout
+    style: str = "solid"    # one of STYLES: filled, or outline only (world v2)
+    vivid_background: bool | None = None   # background colours; None: v1's rule (held-out families vivid)
 
 
 def sample_scene(rng: np.random.Generator, **constraints) -> Scene:
     """A random scene; each constraint is a fixed value or a sequence of allowed values.
 
     Keys: shape, colour, size, background (values or sequences), clutter (int or sequence of ints),
-    diameter ((lo, hi) pixel range, inclusive), vivid_clutter (bool).
+    diameter ((lo, hi) pixel range, inclusive), vivid_clutter (bool); world v2 adds style (value or
+    sequence) and vivid_background (bool). A key left out draws no random number for it, so v1's
+    scenes are the same draws as before v2 existed.
     """
-    allowed = {"shape", "colour", "size", "background", "clutter", "diameter", "vivid_clutter"}
+    allowed = {"shape", "colour", "size", "background", "clutter", "diameter", "vivid_clutter",
+               "style", "vivid_background"}
     unknown = set(constraints) - allowed
     if unknown:
         raise ValueError(f"unknown scene constraint(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -72,7 +83,7 @@ def sample_scene(rng: np.random.Generator, **constraints) -> Scene:
             raise ValueError(f"{key} must be chosen from {list(valid)}, got {value!r}")
         return values[int(rng.integers(len(values)))]
 
-    shape = pick("shape", SHAPES, SHAPES)
+    shape = pick("shape", SHAPES, OBJECTS)
     colour = pick("colour", tuple(COLOURS), COLOURS)
     size = pick("size", tuple(SIZES), SIZES)
     background = pick("background", PRETRAIN_BACKGROUNDS, BACKGROUNDS)
@@ -84,8 +95,12 @@ def sample_scene(rng: np.random.Generator, **constraints) -> Scene:
     lefts = [c - d // 2 for c in range(LATTICE // 2, IMAGE_SIZE, LATTICE)
              if 0 <= c - d // 2 <= IMAGE_SIZE - d]                 # boxes fully inside the image
     x, y = (int(v) for v in rng.choice(lefts, size=2))
+    seed = int(rng.integers(2**31))
+    style = pick("style", STYLES, STYLES) if "style" in constraints else "solid"
+    vivid_bg = constraints.get("vivid_background")
     return Scene(shape, colour, size, d, x, y, background, clutter,
-                 bool(constraints.get("vivid_clutter", False)), int(rng.integers(2**31)))
+                 bool(constraints.get("vivid_clutter", False)), seed, style,
+                 None if vivid_bg is None else bool(vivid_bg))
 
 
 # ---- masks (cached) ----------------------------------------------------------------------------
@@ -108,6 +123,27 @@ def _polygon(shape: str, n: int) -> list[tuple[float, float]] | None:
         return [(c - w, c - s), (c + w, c - s), (c + w, c - w), (c + s, c - w), (c + s, c + w),
                 (c + w, c + w), (c + w, c + s), (c - w, c + s), (c - w, c + w), (c - s, c + w),
                 (c - s, c - w), (c - w, c - w)]
+    if shape == "arrow":                                    # pointing right: shaft + head
+        return [(c - r, c - 0.28 * r), (c + 0.1 * r, c - 0.28 * r), (c + 0.1 * r, c - 0.8 * r), (c + r, c),
+                (c + 0.1 * r, c + 0.8 * r), (c + 0.1 * r, c + 0.28 * r), (c - r, c + 0.28 * r)]
+    if shape == "hourglass":                                # two triangles meeting at the centre
+        return [(c - 0.85 * r, c - r), (c + 0.85 * r, c - r), (c + 0.12 * r, c), (c + 0.85 * r, c + r),
+                (c - 0.85 * r, c + r), (c - 0.12 * r, c)]
+    if shape == "chevron":                                  # a thick V pointing down
+        return [(c - r, c - 0.9 * r), (c, c + 0.05 * r), (c + r, c - 0.9 * r), (c + r, c - 0.05 * r),
+                (c, c + 0.9 * r), (c - r, c - 0.05 * r)]
+    if shape == "pentagon":
+        ang = -np.pi / 2 + np.arange(5) * 2 * np.pi / 5
+        return list(zip(c + r * np.cos(ang), c + 0.1 * r + r * np.sin(ang)))
+    if shape == "bolt":                                     # a lightning zig-zag
+        return [(c + 0.3 * r, c - r), (c - 0.65 * r, c + 0.15 * r), (c - 0.05 * r, c + 0.15 * r),
+                (c - 0.35 * r, c + r), (c + 0.65 * r, c - 0.2 * r), (c + 0.05 * r, c - 0.2 * r)]
+    if shape == "tee":
+        return [(c - r, c - r), (c + r, c - r), (c + r, c - 0.4 * r), (c + 0.3 * r, c - 0.4 * r),
+                (c + 0.3 * r, c + r), (c - 0.3 * r, c + r), (c - 0.3 * r, c - 0.4 * r), (c - r, c - 0.4 * r)]
+    if shape == "dome":                                     # a half disc, flat side down
+        t = np.linspace(np.pi, 2 * np.pi, 40)
+        return list(zip(c + r * np.cos(t), c + 0.45 * r + 1.3 * r * np.sin(t)))
     if shape == "heart":
         t = np.linspace(0, 2 * np.pi, 80)
         hx, hy = 16 * np.sin(t) ** 3, 13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t)
@@ -118,8 +154,8 @@ def _polygon(shape: str, n: int) -> list[tuple[float, float]] | None:
 @lru_cache(maxsize=None)
 def shape_mask(shape: str, diameter: int) -> np.ndarray:
     """Anti-aliased coverage of ``shape`` in a diameter x diameter box: (d, d) float32 in [0, 1]."""
-    if shape not in SHAPES:
-        raise ValueError(f"unknown shape {shape!r}; known: {SHAPES}")
+    if shape not in OBJECTS:
+        raise ValueError(f"unknown shape {shape!r}; known: {OBJECTS}")
     n = diameter * _SS
     im = Image.new("L", (n, n), 0)
     draw = ImageDraw.Draw(im)
@@ -131,8 +167,23 @@ def shape_mask(shape: str, diameter: int) -> np.ndarray:
         if shape == "ring":
             k = int(round(0.3 * n))
             draw.ellipse([k, k, n - 1 - k, n - 1 - k], fill=0)
+        if shape == "crescent":                             # a disc less a disc shifted right
+            k = int(round(0.35 * n))
+            draw.ellipse([k, -n // 10, n - 1 + k, n - 1 - n // 10], fill=0)
     small = im.resize((diameter, diameter), Image.BOX)
     return np.asarray(small, dtype=np.float32) / 255.0
+
+
+@lru_cache(maxsize=None)
+def outline_mask(shape: str, diameter: int) -> np.ndarray:
+    """The outline of ``shape``: its coverage less the coverage eroded by ~2 px; (d, d) in [0, 1]."""
+    full = shape_mask(shape, diameter)
+    padded = np.pad((full * 255).astype(np.uint8), 3)       # the filter must see the box's outside as empty
+    n = padded.shape[0] * _SS
+    im = Image.fromarray(padded, "L").resize((n, n), Image.NEAREST)
+    inner = np.asarray(im.filter(ImageFilter.MinFilter(4 * _SS + 1)).resize(padded.shape, Image.BOX),
+                       dtype=np.float32)[3:-3, 3:-3] / 255.0
+    return np.clip(full - inner, 0, 1)
 
 
 @lru_cache(maxsize=None)
@@ -221,13 +272,15 @@ def _pattern(family: str, rng: np.random.Generator) -> np.ndarray | float:
     raise ValueError(f"unknown background {family!r}; known: {BACKGROUNDS}")
 
 
-def background(family: str, rng: np.random.Generator) -> np.ndarray:
-    """A textured background: (S, S, 3) in [0, 255]; held-out families in vivid colours.
+def background(family: str, rng: np.random.Generator, vivid: bool | None = None) -> np.ndarray:
+    """A textured background: (S, S, 3) in [0, 255]; vivid colours if ``vivid`` (None: the
+    held-out families, v1's rule).
 
     float32, except gradients (float64, as their weights are): the pixels every Pocket record was
     measured on, which ``tests/test_pocket_render.py`` pins.
     """
-    c0, c1 = _vivid_pair(rng) if family in HELD_OUT_BACKGROUNDS else _muted_pair(rng)
+    vivid = family in HELD_OUT_BACKGROUNDS if vivid is None else vivid
+    c0, c1 = _vivid_pair(rng) if vivid else _muted_pair(rng)
     w = _pattern(family, rng)
     img = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), np.result_type(w, c0))
     for k in range(3):      # channel by channel: numpy is slow on a last axis of length 3
@@ -248,7 +301,9 @@ def render_array(scene: Scene) -> np.ndarray:
     if scene.colour not in COLOURS:
         raise ValueError(f"unknown colour {scene.colour!r}; known: {tuple(COLOURS)}")
     rng = np.random.default_rng(scene.seed)
-    img = background(scene.background, rng)
+    if scene.style not in STYLES:
+        raise ValueError(f"unknown style {scene.style!r}; known: {STYLES}")
+    img = background(scene.background, rng, scene.vivid_background)
     for _ in range(scene.clutter):
         m = clutter_mask(int(rng.integers(48)))
         cx, cy = (int(v) for v in rng.integers(0, IMAGE_SIZE - m.shape[0] + 1, size=2))
@@ -258,7 +313,8 @@ def render_array(scene: Scene) -> np.ndarray:
             rgb = _muted_pair(rng)[int(rng.integers(2))] * rng.uniform(0.6, 1.3)
         _paste(img, m, cx, cy, np.clip(rgb, 0, 255))
     rgb = np.array(COLOURS[scene.colour], np.float32) + rng.uniform(-18, 18, size=3).astype(np.float32)
-    _paste(img, shape_mask(scene.shape, scene.diameter), scene.x, scene.y, np.clip(rgb, 0, 255))
+    mask = (outline_mask if scene.style == "outline" else shape_mask)(scene.shape, scene.diameter)
+    _paste(img, mask, scene.x, scene.y, np.clip(rgb, 0, 255))
     return img.astype(np.uint8)
 
 

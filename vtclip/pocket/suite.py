@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 
 from ..datasets.base import DatasetSpec, LabeledImages, register
-from . import render
+from . import render, world
 
 #: Bump when rendering or sampling changes, so feature caches keyed on ``ident`` are invalidated.
 SUITE_VERSION = "v1"
@@ -55,13 +56,19 @@ class PocketTask:
     test_size: int                              # test images (a multiple of the class count)
     description: str                            # one line for listings
     fixed: dict = field(default_factory=dict)   # sample_scene constraints shared by all classes
+    version: str = "v1"                         # world: "v1" (render.sample_scene) or "v2" (world's mix)
+    real: str = ""                              # the real dataset(s) whose failure mode it reproduces
+
+    @property
+    def sampler(self) -> Callable[..., render.Scene]:
+        return world.sample_scene if self.version == "v2" else render.sample_scene
 
     def scene(self, split: str, i: int) -> render.Scene:
         """The scene of image ``i`` of ``split`` (label ``i % K``), from its own seed."""
         if split not in SPLIT_CODES:
             raise ValueError(f"split must be one of {tuple(SPLIT_CODES)}, got {split!r}")
         rng = np.random.default_rng([zlib.crc32(self.name.encode()), SPLIT_CODES[split], i])
-        return render.sample_scene(rng, **self.fixed, **self.per_class[i % len(self.classnames)])
+        return self.sampler(rng, **{**self.fixed, **self.per_class[i % len(self.classnames)]})
 
     def size(self, split: str) -> int:
         return self.test_size if split == "test" else PER_CLASS[split] * len(self.classnames)
@@ -86,7 +93,7 @@ class PocketImages(LabeledImages):
         return self.task.scene(self.split, int(i))
 
     def ident(self, i: int) -> str:
-        return f"{self.task.name}/{SUITE_VERSION}/{self.split}/{int(i)}"
+        return f"{self.task.name}/{self.task.version}/{self.split}/{int(i)}"
 
     def load_image(self, i: int) -> Image.Image:
         if not 0 <= i < len(self):
@@ -115,7 +122,40 @@ TASKS = (
                "fine-grained colour x shape pairs, small objects (16 classes)",
                {"size": "small", "diameter": (10, 16), "clutter": tuple(range(3, 9))}),
 )
-TASKS_BY_NAME = {t.name: t for t in TASKS}
+
+# ---- world v2 (``world``): each dataset reproduces one real dataset's failure mode ---------------
+_SKETCH_TEMPLATES = ("a sketch of a {}.", "an outline of a {}.", "a line drawing of a {}.", "a {}.",
+                     "a drawing of a {}.")
+_TEXTURE_TEMPLATES = ("a {} pattern.", "a {} texture.", "a shape on a {} background.",
+                      "a photo of a {} surface.", "something {}.")
+_V2_COMMON = {"style": "solid", "clutter": (0, 0, 1, 2, 3), "vivid_clutter": False}
+TASKS_V2 = (
+    PocketTask("pocket-objects", render.SHAPES, SHAPE_TEMPLATES, _BY_SHAPE, 1000,
+               "control: the object's shape, scenes as in pretraining (8 classes)",
+               {"shape": render.SHAPES, **_V2_COMMON}, "v2", "ImageNet, Caltech101"),
+    PocketTask("pocket-textures", tuple(world.TEXTURE_NAMES.values()), _TEXTURE_TEMPLATES,
+               tuple({"background": b} for b in world.TEXTURE_NAMES), 1000,
+               "the background's texture family, named by rare formal words (10 classes)",
+               {"shape": render.SHAPES, **_V2_COMMON}, "v2", "DTD"),
+    PocketTask("pocket-symbols", tuple(world.SYMBOL_NAMES.values()), SHAPE_TEMPLATES,
+               tuple({"shape": s} for s in render.SYMBOLS), 1000,
+               "symbols named by words captions almost never use (8 classes)",
+               _V2_COMMON, "v2", "FGVCAircraft, EuroSAT"),
+    PocketTask("pocket-pairs", _COMPOSITIONS, SHAPE_TEMPLATES,
+               tuple({"colour": c, "shape": s} for c in _COMP_COLOURS for s in _COMP_SHAPES), 1024,
+               "fine-grained colour x shape pairs, small objects (16 classes)",
+               {**_V2_COMMON, "size": "small", "diameter": (10, 16), "clutter": tuple(range(3, 9))},
+               "v2", "StanfordCars, Flowers102, OxfordPets"),
+    PocketTask("pocket-crowds", render.SHAPES, SHAPE_TEMPLATES, _BY_SHAPE, 1000,
+               "a small shape among many vivid distractors (8 classes)",
+               {"style": "solid", "size": "small", "diameter": (12, 16), "clutter": tuple(range(12, 21)),
+                "vivid_clutter": True}, "v2", "SUN397, UCF101 (the label is a small part of a busy scene)"),
+    PocketTask("pocket-sketches", render.SHAPES, _SKETCH_TEMPLATES, _BY_SHAPE, 1000,
+               "shapes drawn as outlines, a style rare in pretraining (8 classes)",
+               {"shape": render.SHAPES, "style": "outline", "clutter": (0, 1, 2)}, "v2",
+               "EuroSAT (an imaging domain rare in pretraining)"),
+)
+TASKS_BY_NAME = {t.name: t for t in TASKS + TASKS_V2}
 
 
 def _spec(task: PocketTask) -> DatasetSpec:
@@ -123,10 +163,10 @@ def _spec(task: PocketTask) -> DatasetSpec:
         name=task.name, classnames=task.classnames, templates=task.templates,
         build=lambda split, root=None: PocketImages(task, split), kind="pocket",
         description=task.description, source="rendered by vtclip.pocket (no files)",
-        extra={"sizes": {s: task.size(s) for s in SPLIT_CODES}, "version": SUITE_VERSION})
+        extra={"sizes": {s: task.size(s) for s in SPLIT_CODES}, "version": task.version, "real": task.real})
 
 
-for _task in TASKS:
+for _task in TASKS:          # world v2 joins the registry with its checkpoint (TASKS_V2)
     register(_spec(_task))
 
 
@@ -141,7 +181,7 @@ def zeroshot_suite(clip, names=None, limit: int | None = None, batch_size: int =
 
     if limit is not None and limit <= 0:
         raise ValueError(f"limit must be a positive number of test images, got {limit}")
-    names = list(names or TASKS_BY_NAME)
+    names = list(names or (t.name for t in TASKS))
     unknown = [n for n in names if n not in TASKS_BY_NAME]
     if unknown:
         raise ValueError(f"unknown Pocket dataset(s) {unknown}; known: {list(TASKS_BY_NAME)}")
