@@ -35,9 +35,13 @@ def test_cache_hit_miss_and_invalidation(tiny_hf, toy_test, tmp_path):
     a = _extract(tiny_hf, toy_test, tmp_path, indices=[1, 2])
     entries = list((tmp_path / "toy-colours").iterdir())
     assert len(entries) == 1
-    # a hit: the stored arrays come back (poison them to prove they are read, not recomputed)
-    spatial_file = entries[0] / "spatial.npy"
+    # a hit: the stored arrays come back (poison them, checksums included, to prove they are read, not
+    # recomputed)
+    spatial_file, meta_file = entries[0] / "spatial.npy", entries[0] / "meta.json"
     np.save(spatial_file, np.zeros_like(np.load(spatial_file)))
+    meta = json.loads(meta_file.read_text())
+    meta["checks"] = features.checksums(np.load(entries[0] / "pooled.npy"), np.load(spatial_file))
+    meta_file.write_text(json.dumps(meta))
     assert torch.count_nonzero(_extract(tiny_hf, toy_test, tmp_path, indices=[1, 2]).spatial) == 0
     # misses: other images, other spatial mode, other views -> new entries
     _extract(tiny_hf, toy_test, tmp_path, indices=[1, 3])
@@ -342,3 +346,26 @@ def test_an_extraction_starts_its_workers_once_and_none_for_one_batch(tiny_hf, t
     assert started == [1]                     # one set of workers, with the progress bar on
     features.extract(tiny_hf, toy_test, indices=range(3), **kw)
     assert started == [1, 0]                  # one batch: encoded in this process
+
+
+@pytest.mark.parametrize("alter", ["labels", "pooled", "spatial", "grid"])
+def test_an_entry_altered_after_it_was_written_is_refused_naming_its_folder(tiny_hf, toy_test, tmp_path, alter):
+    """Whole files of the right shapes, but not what was written: caught when the entry is read."""
+    _extract(tiny_hf, toy_test, tmp_path, indices=range(6), views=2, augment=True)
+    (entry,) = (tmp_path / "toy-colours").iterdir()
+    if alter == "labels":                                   # a label changed: same shape, same dtype
+        labels = np.load(entry / "labels.npy")
+        np.save(entry / "labels.npy", (labels + 1) % 3)
+    elif alter == "grid":                                   # meta.json's grid no longer fits the map
+        meta = json.loads((entry / "meta.json").read_text())
+        (entry / "meta.json").write_text(json.dumps({**meta, "grid": [2, 2]}))
+    else:                                                   # one number of one view of one image
+        arr = np.load(entry / f"{alter}.npy")
+        arr[1, 5].flat[3] += 0.25
+        np.save(entry / f"{alter}.npy", arr)
+    for mmap in (True, False):
+        with pytest.raises(RuntimeError, match=rf"feature cache entry {entry} is damaged \(ValueError: its "
+                                               r".*\); delete that folder to recompute it") as err:
+            _extract(tiny_hf, toy_test, tmp_path, indices=range(6), views=2, augment=True, mmap=mmap)
+        assert {"labels": "labels.npy differs", "pooled": "pooled.npy differ", "spatial": "spatial.npy differ",
+                "grid": "grid (2, 2)"}[alter] in str(err.value)

@@ -420,7 +420,8 @@ def write_entry(entry: Path, key: dict, feats: FeatureSet, tmp: Path | None = No
     if not (tmp / "spatial.npy").exists():
         np.save(tmp / "spatial.npy", feats.spatial.numpy())
     np.save(tmp / "labels.npy", feats.labels.numpy())
-    (tmp / "meta.json").write_text(json.dumps({"key": key, "grid": list(feats.grid)}, indent=1))
+    checks = checksums(feats.pooled.numpy(), feats.spatial.numpy())
+    (tmp / "meta.json").write_text(json.dumps({"key": key, "grid": list(feats.grid), "checks": checks}, indent=1))
     try:
         os.rename(tmp, entry)
     except OSError:            # another process finished the same entry first: keep theirs
@@ -455,11 +456,49 @@ def load_entry(entry: Path, key: dict, mmap: bool = False) -> FeatureSet:
                                  or feats.labels.shape != want[1:]):
             raise ValueError(f"arrays of shapes {tuple(feats.pooled.shape)}, {tuple(feats.spatial.shape)}, "
                              f"{tuple(feats.labels.shape)} for {want[0]} view(s) of {want[1]} images")
+        verify_entry(feats, key, meta)
     except (OSError, ValueError, EOFError, KeyError, TypeError) as err:   # a truncated or overwritten file
         # not deleted here: the entry may be another run's, or sit in a cache others share
         raise RuntimeError(f"feature cache entry {entry} is damaged ({type(err).__name__}: {err}); delete that "
                            "folder to recompute it") from err
     return feats
+
+
+#: Rows (one view of one image each) of the spatial map that an entry's checksum covers: any of them
+#: altered is caught, and reading them at every load stays cheap (32 rows of RN50's raw map: 13 MB).
+CHECKED_ROWS = 32
+
+
+def checksums(pooled: np.ndarray, spatial: np.ndarray, rows: list[int] | None = None) -> dict:
+    """SHA-1 of the whole pooled array and of ``rows`` (default: ``CHECKED_ROWS`` spread evenly) of the
+    spatial map (V, N, HW, C) taken as V*N rows; read from a memory map, only those rows are touched."""
+    flat = spatial.reshape(-1, *spatial.shape[2:])                                      # (V*N, HW, C)
+    if rows is None:
+        rows = np.unique(np.linspace(0, len(flat) - 1, min(CHECKED_ROWS, len(flat))).round().astype(int)).tolist()
+    sample = hashlib.sha1()
+    for i in rows:
+        sample.update(np.ascontiguousarray(flat[i]).tobytes())
+    return {"pooled_sha1": hashlib.sha1(np.ascontiguousarray(pooled).tobytes()).hexdigest(),
+            "spatial_rows": rows, "spatial_sample_sha1": sample.hexdigest()}
+
+
+def verify_entry(feats: FeatureSet, key: dict, meta: dict) -> None:
+    """Raise ``ValueError`` saying what differs if a loaded entry is not what was written: its labels
+    against the key's hash, the map's positions against its grid, its features against the checksums
+    that ``write_entry`` stored (entries written before those existed have none: labels and shapes only)."""
+    labels = np.asarray(feats.labels).astype(np.int64)
+    if key.get("labels_sha1") and hashlib.sha1(labels.tobytes()).hexdigest() != key["labels_sha1"]:
+        raise ValueError("its labels.npy differs from the labels it was written with")
+    grid = tuple(meta["grid"])
+    if len(grid) != 2 or feats.spatial.shape[2] != grid[0] * grid[1]:
+        raise ValueError(f"its spatial map has {feats.spatial.shape[2]} positions, its grid {grid} says otherwise")
+    checks = meta.get("checks")
+    if checks is not None:
+        now = checksums(feats.pooled.numpy(), feats.spatial.numpy(), checks["spatial_rows"])
+        changed = [name for name, k in (("pooled.npy", "pooled_sha1"), ("spatial.npy", "spatial_sample_sha1"))
+                   if now[k] != checks[k]]
+        if changed:
+            raise ValueError(f"its {' and '.join(changed)} differ from the checksums written in its meta.json")
 
 
 def cache_size_bytes(n_images: int, views: int, hw: int, c: int, d: int, store_dtype: str = "float32") -> int:
