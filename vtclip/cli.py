@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
-
-def _print_json(obj) -> None:
-    print(json.dumps(obj, default=float))
+from .options import USER_ERRORS, add_skip_bad_images, parse_options
+from .options import print_json as _print_json
 
 
 def cmd_zeroshot(args) -> int:
@@ -38,8 +36,10 @@ def report(args, record: dict, line: str) -> int:
 
 
 def cmd_train(args) -> int:
-    from .experiments import check_out, check_record_free, load_task, run_method, run_record_name, write_record
+    from .experiments import (check_out, check_record_free, keep_result, load_task, run_method, run_record_name,
+                              write_record)
     from .datasets import get_dataset
+    from .methods import check_options
     from .train import TrainConfig, save_checkpoint
 
     cfg = TrainConfig.preset(args.preset, get_dataset(args.dataset).name, args.shots, method=args.method)
@@ -56,6 +56,7 @@ def cmd_train(args) -> int:
     if twice:
         raise ValueError(f"{twice[0]} is given by --{twice[0]} and by --option; give it once")
     options.update(given)
+    check_options(args.method, options)       # before any work: C=-5 would train to chance
     if args.out:                             # before any work: never overwrite, never waste the training
         check_out(args.out)
         check_record_free(args.out, args.method, args.backbone, args.dataset, args.shots, args.seed)
@@ -69,26 +70,16 @@ def cmd_train(args) -> int:
     record, model, _ = run_method(task, args.method, args.shots, args.seed, cfg.replace(progress=not args.json),
                                   progress=not args.json, **options)
     if args.out:
-        path = write_record(record, args.out)
+        path = keep_result(lambda: write_record(record, args.out), record,
+                           Path(args.out) / run_record_name(args.method, args.backbone, args.dataset, args.shots,
+                                                            args.seed))
+        if path is None:                     # printed instead; the head would be one file without its record
+            return 1
         if args.save_head:
             save_checkpoint(model, path.with_suffix(".safetensors"), extra={"record": path.name})
     return report(args, record, f"{record['method']} {record['backbone']} {record['dataset']} "
                                 f"{args.shots}-shot seed {args.seed}: top-1 {record['top1']:.2f}% "
                                 f"({record['n_test']} test images, {record['train_seconds']:.1f}s training)")
-
-
-def parse_options(pairs) -> dict:
-    """``["alpha=0.5", "n_ctx=4", "ctx_init=a photo of a"]`` -> typed keyword options."""
-    out = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ValueError(f"--option takes key=value, got {pair!r}")
-        key, value = pair.split("=", 1)
-        try:
-            out[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.replace("-", "_")] = value
-    return out
 
 
 def cmd_demo(args) -> int:
@@ -131,12 +122,6 @@ def add_common(p: argparse.ArgumentParser, dataset: bool = True) -> None:
     p.add_argument("--spatial", default="raw", choices=["raw", "projected"])
     add_skip_bad_images(p)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-
-
-def add_skip_bad_images(p: argparse.ArgumentParser) -> None:
-    """``--skip-bad-images``, for every command that reads a dataset's images."""
-    p.add_argument("--skip-bad-images", action="store_true",
-                   help="leave unreadable images out (listed in each record) instead of stopping")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,11 +184,6 @@ def _command_groups():
                 raise
             continue                 # that group is not part of this version yet
         yield getattr(mod, fn)
-
-
-#: What a command reports as its message and exit status 2: bad input, missing files, data or weights.
-#: Any other exception is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, OSError, RuntimeError)
 
 
 def main(argv=None) -> int:

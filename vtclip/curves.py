@@ -28,9 +28,9 @@ import torch
 from . import features
 from .backbones import load_clip
 from .experiments import (Task, backbone_label, check_grid, check_out, check_resume, data_fingerprint, dataset_label,
-                          dataset_names, device_name, fewshot_features, load_task, method_label, record_name, summary_row,
-                          write_record, _version)
-from .methods import ZeroShot, build_method
+                          dataset_names, device_name, fewshot_features, load_task, method_label, readable_records,
+                          record_name, summary_row, write_record, _version)
+from .methods import ZeroShot, build_method, check_options
 from .train import TrainConfig, check_trains, config_dict, evaluate, fit
 
 
@@ -107,7 +107,8 @@ def run_curves_grid(method: str, backbone: str, datasets, shots: int, seeds, out
 
     ``skip_bad_images`` leaves unreadable train / val images out (listed in each record's
     ``config.dropped_images``) instead of stopping."""
-    check_grid(datasets=datasets, seeds=seeds)
+    check_grid(methods=[method], datasets=datasets, seeds=seeds)
+    check_options(method, options)              # before any work, as every other grid
     out = check_out(out)
     done, skipped = 0, 0
     # resuming or extending: every curves record of this backbone there must come from the same weights,
@@ -190,7 +191,7 @@ def add_commands(sub) -> None:
 
 
 def cmd_curves(args) -> int:
-    from .cli import _print_json, parse_options
+    from .options import parse_options, print_json
     from .sweep import variant_label
 
     options = parse_options(args.option)
@@ -200,7 +201,7 @@ def cmd_curves(args) -> int:
                              skip_bad_images=args.skip_bad_images, **options)
     print(f"curves: {result['ran']} run(s) done, {result['already_there']} already there, in {args.out}")
     if args.json:
-        _print_json({**result, "variant": variant})
+        print_json({**result, "variant": variant})
     else:
         print(curves_table(args.out, args.method, args.backbone, dataset_names(args.datasets), args.shots, variant))
     return 0
@@ -209,7 +210,7 @@ def cmd_curves(args) -> int:
 def curves_table(out, method: str, backbone: str, datasets, shots: int, variant=None) -> str:
     """The ``summary`` of the grid's rows in ``out`` (every seed recorded there) as a text table."""
     rows = {summary_row(curves_name(method, backbone, d, shots, 0, variant)) for d in datasets}
-    records = [r for p, r in zip(sorted(Path(out).glob("*.curves.json")), load_curves(out))
+    records = [r for p, r in readable_records(sorted(Path(out).glob("*.curves.json"))).items()
                if summary_row(p.name.removesuffix(".curves.json")) in rows]
     lines = summary(records)
     w = max(len(r["dataset"]) for r in lines + [{"dataset": "dataset"}])

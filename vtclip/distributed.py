@@ -150,7 +150,7 @@ def check_launch() -> None:
 def main(argv=None) -> int:
     """``torchrun --nproc_per_node=N -m vtclip.distributed --backbone B --dataset D [--shots K --seed S]``."""
     from .backbones import load_clip
-    from .cli import USER_ERRORS
+    from .options import USER_ERRORS
     from .datasets.base import check_draw, get_dataset
     from .train import TrainConfig
 

@@ -8,10 +8,12 @@ import datetime as _dt
 import itertools
 import json
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -150,7 +152,7 @@ def run_zeroshot(backbone, dataset: str, spatial: str = "raw", data_root=None, o
                                                             "split_source": task.split_source,
                                                             "dropped_images": task.dropped_images})
     if out:
-        write_record(record, out)
+        keep_result(lambda: write_record(record, out), record, Path(out) / record_name(record))
     return record
 
 
@@ -227,7 +229,36 @@ def check_out(out) -> Path:
                          "write to") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise ValueError(f"--out {out}: no permission to write there; give a folder you can write to")
+    check_writable(out, "--out")
     return out
+
+
+def check_writable(folder, flag: str) -> None:
+    """Write and remove a small file in ``folder`` before any work, so that a full disk or a read-only
+    mount (which permissions do not show, least of all to root) stops the command now, not after it."""
+    probe = Path(folder) / f".vtclip-write-test-{os.getpid()}"
+    try:
+        with open(probe, "wb") as f:
+            f.write(bytes(65536))                # a record's size and then some
+            f.flush()
+            os.fsync(f.fileno())                 # a full disk may refuse only here
+    except OSError as err:
+        raise ValueError(f"{flag} {folder}: cannot write there ({err.strerror or err}); give a folder you can "
+                         "write to, with free space") from None
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def keep_result(write: Callable[[], Path], record: dict, where) -> Path | None:
+    """``write()`` the finished ``record``; if that fails, print it as JSON to stdout and say on stderr
+    where it could not be written, so that the work is never lost. The path written, or None."""
+    try:
+        return write()
+    except OSError as err:
+        print(json.dumps(record, indent=1))
+        print(f"vtclip: could not write {where} ({err}); the result is the JSON printed above: save it "
+              "by hand", file=sys.stderr)
+        return None
 
 
 def check_grid(methods=(), datasets=(), shots=(), seeds=()) -> None:

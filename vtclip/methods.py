@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from . import options as opt
 from .features import FeatureSet
 from .prompts import zero_shot_logits
 from .vtclip import VTCLIP
@@ -65,6 +66,11 @@ def build_vtclip(ctx: MethodContext, heads: int = 8, layers: int = 1, ffn_ratio:
 
 #: name -> builder(ctx, **options)
 METHODS: dict[str, Callable[..., nn.Module]] = {"zeroshot": build_zeroshot, "vtclip": build_vtclip}
+#: name -> {option: the values it allows} (``vtclip.options``); baselines add theirs on import
+OPTION_RULES: dict[str, dict[str, opt.Rule]] = {
+    "vtclip": {"heads": opt.whole(1), "layers": opt.whole(1), "ffn_ratio": opt.number(0, lo_open=True),
+               "dropout": opt.number(0, 1, hi_open=True), "self_attn": opt.flag(), "residual": opt.flag()},
+}
 #: name -> {option: values} that ``experiments.run_method`` chooses on the val split by default
 #: (one training run per combination; an option passed explicitly is not searched)
 VAL_GRIDS: dict[str, dict[str, tuple]] = {}
@@ -73,7 +79,14 @@ METHOD_CLASSES: dict[str, type] = {"zeroshot": ZeroShot, "vtclip": VTCLIP}
 
 
 def build_method(name: str, ctx: MethodContext, **options) -> nn.Module:
-    """Build method ``name``; unknown names list the known ones."""
+    """Build method ``name``; unknown names list the known ones, bad options say what they allow."""
+    check_options(name, options)
+    return METHODS[name](ctx, **options)
+
+
+def check_options(name: str, options: dict) -> None:
+    """Before any work: ``name`` is a method, and each option is one of its own, with a value it
+    allows (``OPTION_RULES``, else its default's type); a ``ValueError`` naming the first that is not."""
     if name not in METHODS:
         raise ValueError(f"Unknown method {name!r}. Known methods: {', '.join(METHODS)}")
     defaults = method_options(name)
@@ -81,9 +94,12 @@ def build_method(name: str, ctx: MethodContext, **options) -> nn.Module:
     if unknown:
         raise ValueError(f"Unknown option(s) {unknown} for method {name!r}. Its options: "
                          f"{', '.join(defaults) or 'none'}")
+    rules = OPTION_RULES.get(name, {})
     for key, value in options.items():
-        _check_option_type(name, key, value, defaults[key])
-    return METHODS[name](ctx, **options)
+        if key in rules:
+            opt.check_option(name, key, value, rules[key])
+        else:
+            _check_option_type(name, key, value, defaults[key])
 
 
 def method_options(name: str) -> dict:

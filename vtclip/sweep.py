@@ -27,6 +27,7 @@ from .datasets.base import check_draw
 from .experiments import (check_grid, check_out, check_resume, dataset_label, dataset_names, load_task,
                           method_label, readable_records, record_name, run_method, run_record_name, summary_row,
                           write_record)
+from .options import add_skip_bad_images, parse_options, print_json
 from .train import TrainConfig
 
 
@@ -51,6 +52,7 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
     check_grid(methods, datasets, shots, seeds)       # before any model loads: names, duplicates,
     for k, seed in itertools.product(shots, seeds):   # and draws, which would fail every run
         check_draw(k, seed)
+    check_variants(methods, variants)
     out = check_out(out)
     check_summary_is_ours(out / "summary.csv")
     variants = variants or {None: {}}
@@ -109,6 +111,18 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
             "errors": errors}
 
 
+def check_variants(methods, variants: dict | None) -> None:
+    """Before any work: every variant's options, and each value it chooses among on val, are allowed
+    for every method of the grid (``--option C=-5`` would otherwise train every run to chance)."""
+    from .methods import check_options
+
+    for method, spec in itertools.product(methods, (variants or {None: {}}).values()):
+        check_options(method, spec.get("options", {}))
+        for key, values in (spec.get("select") or {}).items():
+            for value in values:
+                check_options(method, {key: value})
+
+
 def load_records(folder) -> list[dict]:
     """Every result record directly in ``folder``: the files named ``method__backbone__dataset__Kshot__seedS.json``
     (``experiments.record_name``); other JSON files there (e.g. ``vtclip pocket eval`` output, or the
@@ -160,11 +174,9 @@ def check_summary_is_ours(path: Path) -> None:
 
 def run_grid(command: str, methods, args, shots, variants=None) -> int:
     """Run a sweep from parsed CLI ``args`` and print its one-line account (``vtclip sweep|ablate``)."""
-    from .cli import _print_json, parse_options
-
-    select = parse_options(getattr(args, "select", None))
+    select = parse_options(getattr(args, "select", None), "--select")
     options = parse_options(getattr(args, "option", None))
-    train = parse_options(getattr(args, "train", None))
+    train = parse_options(getattr(args, "train", None), "--train")
     bad = [k for k, v in select.items() if not isinstance(v, list) or not v]
     if bad:
         raise ValueError(f"--select takes key=[v1,v2,...] (a JSON list); got {bad}")
@@ -195,7 +207,7 @@ def run_grid(command: str, methods, args, shots, variants=None) -> int:
         print(f"{command}: why they failed, with tracebacks: {args.out}/failed/; the first: {result['errors'][0]}",
               file=sys.stderr)
     if args.json:
-        _print_json(result)
+        print_json(result)
     elif result["summary_rows"]:
         print(grid_table(args.out, args.backbone, methods, variants or {None: {}}, datasets, shots, args.seeds))
     return 1 if result["failed"] else 0
@@ -242,8 +254,6 @@ def variant_label(options=None, select=None, train=None) -> str:
 
 def add_grid_arguments(p, out_example: str) -> None:
     """The arguments ``vtclip sweep``, ``ablate`` and ``curves`` share."""
-    from .cli import add_skip_bad_images
-
     p.add_argument("--backbone", default="pocket")
     p.add_argument("--datasets", nargs="+", default=["pocket"], help="names; 'pocket' = the Pocket suite")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])

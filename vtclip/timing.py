@@ -120,7 +120,7 @@ def epoch_times(backbone: str = "pocket", dataset: str = "pocket-compositions", 
 
 
 def main(argv=None) -> int:
-    from .cli import USER_ERRORS
+    from .options import USER_ERRORS
 
     p = argparse.ArgumentParser(prog="python -m vtclip.timing", description=__doc__.splitlines()[0])
     p.add_argument("--backbone", default="pocket")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import options as opt
 from ..prompts import zero_shot_logits
 
 
@@ -57,6 +58,10 @@ class ClipAdapter(nn.Module):
 
     def forward(self, pooled: torch.Tensor, spatial: torch.Tensor | None = None) -> torch.Tensor:
         return zero_shot_logits(self.adapt(pooled), self.text, self.logit_scale)   # (B, K)
+
+
+#: The values each option of ``build_clip_adapter`` allows.
+OPTIONS = {"alpha": opt.number(0, 1), "reduction": opt.whole(1)}
 
 
 def build_clip_adapter(ctx, alpha: float = 0.2, reduction: int = 4) -> ClipAdapter:

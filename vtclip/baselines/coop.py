@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import options as opt
 from ..prompts import fill, zero_shot_logits
 from .text_towers import text_tower
 
@@ -110,6 +111,11 @@ def check_prompts_fit(clip, prompts, classnames, n_ctx: int) -> None:
         raise ValueError(f"CoOp's prompt ({n_ctx} context tokens, then the class name) does not fit the text "
                          f"encoder's {context} tokens for {len(cut)} class(es), e.g. {cut[:3]}: their "
                          "names would be cut off. Use fewer context tokens (--option n_ctx=...).")
+
+
+#: The values each option of ``build_coop`` allows.
+OPTIONS = {"n_ctx": opt.whole(1), "ctx_init": opt.text(none="random context vectors"), "csc": opt.flag(),
+           "init_std": opt.number(0, lo_open=True)}
 
 
 def build_coop(ctx, n_ctx: int = 16, ctx_init: str | None = None, csc: bool = False,

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import options as opt
 from ..features import FeatureSet
 
 
@@ -109,6 +110,11 @@ def search_c(x, y, xv, yv, num_classes: int, grid=(1e-6, 1e-4, 1e-2, 1, 1e2, 1e4
         step /= 2
     history = [(c, 100 * acc) for c, (acc, _) in tried.items()]
     return best, tried[best][1], history
+
+
+#: The values each option of ``build_linear_probe`` allows.
+OPTIONS = {"C": opt.number(0, lo_open=True, none="searched on val"), "solver": opt.choice("lbfgs", "trainer"),
+           "grid": opt.numbers(opt.number(0, lo_open=True)), "refine": opt.whole(0), "max_iter": opt.whole(1)}
 
 
 def build_linear_probe(ctx, C: float | None = None, solver: str = "lbfgs",

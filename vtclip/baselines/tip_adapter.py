@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import options as opt
 from ..features import FeatureSet
 from ..prompts import zero_shot_logits
 
@@ -164,6 +165,13 @@ def _build(cls, ctx, alpha, beta, search_scale, search_step):
     if search:
         model.config["chosen"] = model.search(ctx.val, search_scale, search_step, fixed)
     return model
+
+
+#: The values each option of ``build_tip_adapter(_f)`` allows (beta > 0: a cache entry's weight must
+#: fall as its key moves away from the image; alpha >= 0: the cache adds its vote, never subtracts it).
+OPTIONS = {"alpha": opt.number(0, none="searched on val"), "beta": opt.number(0, lo_open=True, none="searched on val"),
+           "search_scale": opt.numbers(opt.number(0, lo_open=True), 2, none="the dataset's official scale"),
+           "search_step": opt.numbers(opt.whole(1), 2)}
 
 
 def build_tip_adapter(ctx, alpha: float | None = None, beta: float | None = None,

@@ -86,16 +86,35 @@ def run_bench(cfg: BenchConfig, note: str = "") -> dict:
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
+def record_path(record: dict, out: str | Path | None = None) -> Path:
+    """``out``, or ``results/bench/bench_<device>[_quick]_<time>.json``."""
+    if out is not None:
+        return Path(out)
+    kind = "cuda" if record["settings"]["device"] == "cuda" else "cpu"
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    quick = "_quick" if record["settings"]["quick"] else ""
+    return Path("results") / "bench" / f"bench_{kind}{quick}_{stamp}.json"
+
+
 def save_record(record: dict, out: str | Path | None = None) -> Path:
-    """Write the record to ``out`` or ``results/bench/<device>_<time>.json``, atomically; never overwrite."""
-    if out is None:
-        kind = "cuda" if record["settings"]["device"] == "cuda" else "cpu"
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        quick = "_quick" if record["settings"]["quick"] else ""
-        out = Path("results") / "bench" / f"bench_{kind}{quick}_{stamp}.json"
+    """Write the record to ``record_path(record, out)``, atomically; never overwrite."""
     from ..experiments import write_new
 
-    return write_new(out, json.dumps(record, indent=1), advice="Pass another --out.")
+    return write_new(record_path(record, out), json.dumps(record, indent=1), advice="Pass another --out.")
+
+
+def check_target(out: str | Path | None) -> None:
+    """Before any work: the record's file is new and its folder can be written (made if need be)."""
+    from ..experiments import check_writable
+
+    folder = Path(out).parent if out else Path("results") / "bench"
+    if out and Path(out).exists():
+        raise FileExistsError(f"{out} already exists; not overwriting it (pass another --out)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--out {out or folder}: cannot create {folder} ({err.strerror}); pass another --out") from None
+    check_writable(folder, "--out" if out else "the default --out folder")
 
 
 def table(record: dict) -> str:
@@ -111,11 +130,15 @@ def cmd_bench(args) -> int:
     check_device(args.device)                             # fail before any work: only cpu or cuda
     cfg = (BenchConfig.quick_run(args.device) if args.quick
            else BenchConfig.cuda() if args.device == "cuda" else BenchConfig.cpu())
-    if args.out and Path(args.out).exists():
-        raise FileExistsError(f"{args.out} already exists; not overwriting it (pass another --out)")
+    check_target(args.out)
     record = run_bench(cfg, note=args.note or "")
-    path = save_record(record, args.out)
+    from ..experiments import keep_result
+
+    target = record_path(record, args.out)
+    path = keep_result(lambda: save_record(record, target), record, target)
     print(table(record))
+    if path is None:                                      # printed above: the numbers are not lost
+        return 1
     print(f"record written to {path}")
     if args.json:
         print(json.dumps(record))
