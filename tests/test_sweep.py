@@ -338,7 +338,7 @@ def test_ctrl_c_ends_a_sweep_in_one_line_and_the_rerun_resumes(tiny_hf_dir, tmp_
     assert main(argv) == 130
     err = capsys.readouterr().err
     assert "vtclip sweep: interrupted. No file is left half-written" in err and "Traceback" not in err
-    left = [p.name for p in out.iterdir()]                       # no temp file, no failed/ entry
+    left = [p.name for p in out.iterdir() if p.name != ".vtclip.lock"]   # no temp file, no failed/ entry
     assert len(left) == 1 and left[0].endswith("__toy-colours__2shot__seed1.json")
     assert json.loads((out / left[0]).read_text())["seed"] == 1  # whole
     monkeypatch.undo()
@@ -442,3 +442,27 @@ def test_unreadable_records_are_named_and_left_out(tmp_path):
     for what in bad:
         assert f"zeroshot__pocket__{what}__1shot__seed" in named
     assert "Delete it to have that run done again" in named
+
+
+def test_one_grid_per_out_folder_and_a_rerun_clears_stale_failures(tmp_path):
+    from filelock import FileLock
+
+    from vtclip.curves import run_curves_grid
+
+    out = tmp_path / "run"
+    assert run_sweep(["zeroshot"], "pocket", ["toy-colours"], [1], [1], out, progress=False)["ran"] == 1
+    other = FileLock(out / ".vtclip.lock")        # another process's sweep, between its runs
+    other.acquire()
+    try:
+        with pytest.raises(ValueError, match=r"--out .*run is in use by another vtclip process .*another --out"):
+            run_sweep(["zeroshot"], "pocket", ["toy-colours"], [1], [1, 2], out, progress=False)
+        with pytest.raises(ValueError, match="in use by another vtclip process"):
+            run_curves_grid("vtclip", "pocket", ["toy-colours"], 1, [1], out, preset="smoke", progress=False)
+    finally:
+        other.release()
+    name = "zeroshot__pocket__toy-colours__1shot__seed1.json"
+    (out / "failed").mkdir()
+    (out / "failed" / name).write_text('{"error": "FileExistsError: written by the other sweep"}')
+    result = run_sweep(["zeroshot"], "pocket", ["toy-colours"], [1], [1], out, progress=False)
+    assert (result["ran"], result["failed"]) == (0, 0)
+    assert not (out / "failed").exists()           # the run is done: its failure was stale

@@ -28,8 +28,8 @@ import torch
 from . import features
 from .backbones import load_clip
 from .experiments import (Task, backbone_label, check_grid, check_out, check_resume, data_fingerprint, dataset_label,
-                          dataset_names, device_name, fewshot_features, load_task, method_label, readable_records,
-                          record_name, summary_row, write_record, _version)
+                          dataset_names, device_name, fewshot_features, load_task, method_label, out_lock,
+                          readable_records, record_name, summary_row, write_record, _version)
 from .methods import ZeroShot, build_method, check_options
 from .train import TrainConfig, check_trains, config_dict, evaluate, fit
 
@@ -110,6 +110,14 @@ def run_curves_grid(method: str, backbone: str, datasets, shots: int, seeds, out
     check_grid(methods=[method], datasets=datasets, seeds=seeds)
     check_options(method, options)              # before any work, as every other grid
     out = check_out(out)
+    with out_lock(out):                         # one process per folder: never a run trained twice
+        return _run_curves_grid(method, backbone, datasets, shots, seeds, out, preset, variant, data_root,
+                                progress, skip_bad_images, options)
+
+
+def _run_curves_grid(method, backbone, datasets, shots, seeds, out: Path, preset, variant, data_root, progress,
+                     skip_bad_images, options) -> dict:
+    """``run_curves_grid`` once its input is checked and ``out`` is locked."""
     done, skipped = 0, 0
     # resuming or extending: every curves record of this backbone there must come from the same weights,
     # and those in a row this grid adds to (any seed) from the same schedule and method options

@@ -4,6 +4,7 @@ Taught in: chapter 04 (few-shot training) and chapter 06 (results).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import itertools
 import json
@@ -231,6 +232,24 @@ def check_out(out) -> Path:
         raise ValueError(f"--out {out}: no permission to write there; give a folder you can write to")
     check_writable(out, "--out")
     return out
+
+
+@contextlib.contextmanager
+def out_lock(out, flag: str = "--out"):
+    """Hold ``out``'s lock (``out/.vtclip.lock``) while a grid works there: two grids on one folder
+    would each train every missing run, and one of the two would fail on the other's record."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(Path(out) / ".vtclip.lock", blocking=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ValueError(f"{flag} {out} is in use by another vtclip process (it holds {Path(out) / '.vtclip.lock'}); "
+                         f"wait for it to finish, or give another {flag}") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def check_writable(folder, flag: str) -> None:

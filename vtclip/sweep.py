@@ -10,6 +10,7 @@ Taught in: chapter 06 (results).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import json
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import settings
 from .datasets.base import check_draw
-from .experiments import (check_grid, check_out, check_resume, dataset_label, dataset_names, load_task,
+from .experiments import (check_grid, check_out, check_resume, out_lock, dataset_label, dataset_names, load_task,
                           method_label, readable_records, record_name, run_method, run_record_name, summary_row,
                           write_record)
 from .options import add_skip_bad_images, parse_options, print_json
@@ -46,16 +47,23 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
     those options chosen on val (``run_method(select=...)``) and the preset changed by ``train``, and
     its records carry ``"variant": name`` (also in the file name, ``method+name__...``).
     """
-    from .backbones import WeightsUnavailableError, load_clip
-
     settings.cache_dtype()                             # a bad $VTCLIP_CACHE_DTYPE: refused before any work
     check_grid(methods, datasets, shots, seeds)       # before any model loads: names, duplicates,
     for k, seed in itertools.product(shots, seeds):   # and draws, which would fail every run
         check_draw(k, seed)
     check_variants(methods, variants)
     out = check_out(out)
+    with out_lock(out):                                # one process per folder: never a run trained twice
+        return _run_sweep(methods, backbone, datasets, shots, seeds, out, preset, data_root, progress,
+                          variants or {None: {}}, skip_bad_images)
+
+
+def _run_sweep(methods, backbone, datasets, shots, seeds, out: Path, preset, data_root, progress, variants,
+               skip_bad_images) -> dict:
+    """``run_sweep`` once its input is checked and ``out`` is locked."""
+    from .backbones import WeightsUnavailableError, load_clip
+
     check_summary_is_ours(out / "summary.csv")
-    variants = variants or {None: {}}
     grid = list(itertools.product(datasets, shots, seeds, methods, variants))
     clips, tasks, done, failed, errors = {}, {}, 0, 0, []
     # resuming or extending: the records already there must come from the same weights, and those in
@@ -75,7 +83,8 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
         label = method_label(method, variant)
         bar.set_postfix_str(f"{label} {dataset} {k}-shot seed {seed}")
         name = run_record_name(method, backbone, dataset, k, seed, variant)
-        if (out / name).exists():
+        if (out / name).exists():            # done, here or by an earlier sweep: a failure of it is stale
+            _clear_failure(out, name)
             continue
         try:
             if spatial not in clips:
@@ -92,7 +101,7 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
             if variant:
                 record = {**record, "variant": variant}
             write_record(record, out)
-            (out / "failed" / name).unlink(missing_ok=True)     # an earlier failure of this run, now done
+            _clear_failure(out, name)                            # an earlier failure of this run, now done
             done += 1
         except WeightsUnavailableError:     # the backbone itself: every other run would fail the same way
             raise
@@ -109,6 +118,13 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
     rows = summarize(out)
     return {"out": str(out), "runs": len(grid), "ran": done, "failed": failed, "summary_rows": len(rows),
             "errors": errors}
+
+
+def _clear_failure(out: Path, name: str) -> None:
+    """Remove ``failed/<name>`` (the run is done), and ``failed/`` once it is empty."""
+    (out / "failed" / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):       # not empty, or not there: it stays as it is
+        (out / "failed").rmdir()
 
 
 def check_variants(methods, variants: dict | None) -> None:
