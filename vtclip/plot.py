@@ -1,14 +1,41 @@
 """Figures. Every function takes data and returns a matplotlib ``Figure``; chapters display it.
 
+Figures are drawn for the book's text column: at a 1280 px window sphinx-book-theme gives a cell's
+output 688 CSS px (7.2 in at 96 px/in), so figures are at most ``COLUMN`` = 6.6 in wide, with text
+of at least 9 pt, shown inline and saved as 150-dpi PNGs: a 6.6 in figure is about 1020 px with
+the inline margin, shrunk at most 1.5x to the column. (Not SVG: strict nbval compares an SVG
+output as text, and its ids and date change from run to run.) Importing this module applies
+:func:`book_style`; grids of many panels are laid out in rows of at most three, each a third of
+the column.
+
 Taught in: used throughout the book (chapters 04, 06, 07).
 """
 from __future__ import annotations
 
+import textwrap
 from collections import defaultdict
 from typing import Sequence
 
+import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
+
+COLUMN = 6.6          # inches: the widest figure the book's column shows without shrinking it > 1.5x
+DPI = 150             # dots per inch of saved and inline PNGs
+FONT = 9              # points: the smallest text on a figure
+PER_ROW = 3           # panels per row in a grid (each COLUMN / 3 wide)
+TILE = 1.3            # inches: the smallest image tile of a grid
+
+#: matplotlib settings of every figure in the book. Not set here: layout engines (set per figure: a
+#: chapter's own ``fig.tight_layout()`` on a constrained figure would warn on stderr) and figure.dpi
+#: (it is in each figure's text output, "<Figure size 660x300 ...>", which nbval compares).
+BOOK_RC = {
+    "figure.figsize": (COLUMN, 3.0), "savefig.dpi": DPI,
+    "figure.facecolor": "white", "savefig.facecolor": "white",
+    "font.size": FONT + 0.5, "axes.titlesize": FONT + 1, "axes.labelsize": FONT + 0.5,
+    "xtick.labelsize": FONT, "ytick.labelsize": FONT, "legend.fontsize": FONT,
+    "figure.titlesize": FONT + 2, "legend.title_fontsize": FONT,
+}
 
 METHOD_COLOURS = {"zeroshot": "#7f7f7f", "vtclip": "#d62728", "coop": "#1f77b4", "clip-adapter": "#2ca02c",
                   "tip-adapter": "#9467bd", "tip-adapter-f": "#8c564b", "linear-probe": "#e377c2"}
@@ -16,10 +43,49 @@ METHOD_LABELS = {"zeroshot": "Zero-shot CLIP", "vtclip": "VT-CLIP", "coop": "CoO
                  "tip-adapter": "Tip-Adapter", "tip-adapter-f": "Tip-Adapter-F", "linear-probe": "Linear probe"}
 
 
+def book_style() -> None:
+    """Apply ``BOOK_RC``; in a Jupyter kernel also draw inline figures at ``DPI``. Applied when this
+    module is imported; call it again after changing rcParams."""
+    mpl.rcParams.update(BOOK_RC)
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    if get_ipython() is not None and "inline" in mpl.get_backend():
+        from matplotlib_inline.backend_inline import InlineBackend
+
+        cfg = InlineBackend.instance()           # kept if %matplotlib inline runs again
+        cfg.print_figure_kwargs = {**cfg.print_figure_kwargs, "dpi": DPI}
+
+
+def _wrap(title: str, width_in: float) -> str:
+    """``title`` wrapped to lines that fit a panel ``width_in`` inches wide at ``FONT`` pt."""
+    chars = max(8, int(width_in * 72 / (0.7 * FONT)))         # ~0.6 em a character, and a margin
+    return "\n".join(textwrap.fill(line, chars) for line in str(title).split("\n"))
+
+
+def _grid(n: int, cols: int = PER_ROW, height: float = 2.3, width: float = COLUMN, **kw):
+    """A constrained figure of ``n`` panels in rows of ``cols``, ``width`` wide; unused panels off."""
+    cols = max(1, min(cols, n))
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height * rows), squeeze=False,
+                             layout="constrained", **kw)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes
+
+
+def _xlabel_below(axes, n: int, label: str) -> None:
+    """``label`` under the lowest used panel of each column of a ``_grid`` of ``n`` panels."""
+    cols = axes.shape[1]
+    for c in range(min(cols, n)):
+        axes.flat[max(i for i in range(n) if i % cols == c)].set_xlabel(label)
+
+
 def training_curves(history: Sequence[dict], title: str = "") -> plt.Figure:
     """Loss and accuracies per epoch from ``train.fit``'s history."""
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(COLUMN, 2.8), layout="constrained")
     ax_loss.plot(epochs, [h["loss"] for h in history], color="k")
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="cross-entropy")
     ax_acc.plot(epochs, [h["train_acc"] for h in history], label="train (augmented views)")
@@ -27,8 +93,8 @@ def training_curves(history: Sequence[dict], title: str = "") -> plt.Figure:
         ax_acc.plot(epochs, [h["val_acc"] for h in history], label="few-shot val")
     ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="accuracy")
     ax_acc.legend(frameon=False)
-    fig.suptitle(title)
-    fig.tight_layout()
+    if title:
+        fig.suptitle(title)
     return fig
 
 
@@ -38,7 +104,8 @@ def accuracy_vs_shots(rows: Sequence[dict], title: str = "", ax=None) -> plt.Fig
     ``rows``: dicts with ``method``, ``shots``, ``top1`` (one per run; seeds are averaged here).
     Zero-shot rows (any shots) are drawn as a horizontal line.
     """
-    fig = ax.figure if ax is not None else plt.figure(figsize=(4.5, 3.4))
+    fig = ax.figure if ax is not None else plt.figure(figsize=(0.65 * COLUMN, 3.2),
+                                                      layout="constrained")
     ax = ax if ax is not None else fig.add_subplot()
     by = defaultdict(lambda: defaultdict(list))
     for r in rows:
@@ -58,21 +125,52 @@ def accuracy_vs_shots(rows: Sequence[dict], title: str = "", ax=None) -> plt.Fig
     ax.set_xticks(all_shots, [str(k) for k in all_shots])
     ax.set(xlabel="shots per class", ylabel="top-1 (%)", title=title)
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
+    ax.legend(frameon=False)
+    if fig.get_layout_engine() is None:   # a caller's plain figure: laid out as before
+        fig.tight_layout()
     return fig
 
 
+def shots_panels(panels: Sequence[tuple[str, Sequence[dict]]], title: str = "",
+                 order: Sequence[str] | None = None, cols: int = PER_ROW) -> plt.Figure:
+    """Accuracy against shots for several datasets: one small panel per ``(title, rows)`` in rows of
+    ``cols`` across the column, one legend for all of them below (methods in ``order``)."""
+    fig, axes = _grid(len(panels), cols, height=2.1)
+    handles = {}
+    for ax, (name, rows) in zip(axes.flat, panels):
+        accuracy_vs_shots(rows, name, ax=ax)
+        handles.update(zip(*reversed(ax.get_legend_handles_labels())))   # label -> handle, all panels
+        ax.get_legend().remove()
+        ax.set(xlabel="", ylabel="")
+    _xlabel_below(axes, len(panels), "shots per class")
+    fig.supylabel("top-1 (%)", fontsize=FONT + 0.5)
+    names = [METHOD_LABELS.get(m, m) for m in order or METHOD_LABELS]
+    labels = [n for n in names if n in handles] + [n for n in handles if n not in names]
+    fig.legend([handles[n] for n in labels], labels, loc="outside lower center", frameon=False,
+               ncol=min(4, len(labels)))
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _tiles(cols: int, size: float) -> tuple[int, float]:
+    """(columns, tile inches) of an image grid that fits the column: ``cols`` tiles of ``size``
+    inches, made smaller (not below ``TILE``) and then fewer when the column is narrower."""
+    cols = max(1, min(cols, int(COLUMN // TILE)))
+    return cols, min(size, COLUMN / cols)
+
+
 def image_grid(images, titles: Sequence[str] = (), cols: int = 8, size: float = 1.3) -> plt.Figure:
-    """A grid of PIL images or (H, W, 3) arrays with optional titles."""
-    rows = int(np.ceil(len(images) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * (size + 0.25)), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, img, title in zip(axes.flat, images, list(titles) + [""] * len(images)):
+    """A grid of PIL images or (H, W, 3) arrays with optional titles, at most ``cols`` a row (fewer
+    when ``cols`` tiles of ``TILE`` inches do not fit the column; titles wrap to their tile)."""
+    cols, size = _tiles(min(cols, len(images)), size)
+    titles = [_wrap(t, size) for t in titles]
+    lines = max([t.count("\n") + 1 for t in titles] or [0])
+    fig, axes = _grid(len(images), cols, height=size + 0.2 * lines, width=cols * size)
+    for ax, img, title in zip(axes.flat, images, titles + [""] * len(images)):
         ax.imshow(img)
-        ax.set_title(title, fontsize=7)
-    fig.tight_layout()
+        ax.set_title(title, fontsize=FONT)
+        ax.axis("off")
     return fig
 
 
@@ -83,18 +181,19 @@ def attention_maps(image, maps, classnames: Sequence[str], grid, scores=None, co
     """
     img = np.asarray(image)
     k = len(classnames)
-    fig, axes = plt.subplots(1 + (k - 1) // cols + 1, cols, figsize=(cols * 1.8, (2 + (k - 1) // cols) * 1.9),
-                             squeeze=False)
+    cols, size = _tiles(cols, COLUMN / cols)
+    titles = [_wrap(classnames[c], size) + (f"\n{100 * float(scores[c]):.0f}%" if scores is not None else "")
+              for c in range(k)]
+    lines = max(t.count("\n") + 1 for t in titles)
+    fig, axes = _grid(cols + k, cols, height=size + 0.2 * lines, width=cols * size)
     for ax in axes.flat:
         ax.axis("off")
     axes[0, 0].imshow(img)
-    axes[0, 0].set_title("image", fontsize=8)
+    axes[0, 0].set_title("image", fontsize=FONT)
     for c in range(k):
         ax = axes.flat[cols + c]
         _overlay(ax, img, maps[c], grid)
-        label = classnames[c] + (f"\n{100 * float(scores[c]):.0f}%" if scores is not None else "")
-        ax.set_title(label, fontsize=7)
-    fig.tight_layout()
+        ax.set_title(titles[c], fontsize=FONT)
     return fig
 
 
@@ -114,8 +213,8 @@ def ablations(groups: dict, titles: dict | None = None, default: dict | None = N
     """
     from .ablations import value_label
 
-    fig, axes = plt.subplots(1, len(groups), figsize=(2.6 * len(groups), 2.9), squeeze=False)
-    for ax, (group, rows) in zip(axes[0], groups.items()):
+    fig, axes = _grid(len(groups), height=2.2)
+    for ax, (group, rows) in zip(axes.flat, groups.items()):
         x = np.arange(len(rows))
         datasets = sorted({d for r in rows for d in r["datasets"]})
         base = next((r for r in rows if r["value"] == (default or {}).get(group, r["value"])), None)
@@ -133,10 +232,10 @@ def ablations(groups: dict, titles: dict | None = None, default: dict | None = N
         for i, r in enumerate(rows):
             if default and r["value"] == default.get(group):
                 ax.axvspan(i - 0.3, i + 0.3, color="0.9", zorder=0)
-        ax.set_xticks(x, [value_label(r["value"]) for r in rows], fontsize=8)
-        ax.set_title((titles or {}).get(group, group), fontsize=9)
+        ax.set_xticks(x, [value_label(r["value"]) for r in rows])
+        ax.set_title((titles or {}).get(group, group))
         ax.grid(alpha=0.3)
-    return _panels_done(fig, axes, "top-1 change vs default (points)", bottom=0.08)
+    return _panels_done(fig, axes, "top-1 change vs default (points)")
 
 
 def dev_curves(records: Sequence[dict], variants: Sequence[str] | None = None,
@@ -163,8 +262,8 @@ def dev_curves(records: Sequence[dict], variants: Sequence[str] | None = None,
                              "{**r, 'variant': f\"{r['shots']} shots\"}, or pass them separately.")
     datasets = sorted({d for d, _ in by})
     variants = list(variants or sorted({v for _, v in by}))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(max(2.8 * len(datasets), 7.0), 2.9), squeeze=False)
-    for ax, d in zip(axes[0], datasets):
+    fig, axes = _grid(len(datasets), height=2.3)
+    for ax, d in zip(axes.flat, datasets):
         present = [v for v in variants if by.get((d, v))]
         low = 100.0
         for v in present:
@@ -188,21 +287,19 @@ def dev_curves(records: Sequence[dict], variants: Sequence[str] | None = None,
                 low = min(low, zs)
         ax.set_ylim(max(0, low - 8), 101)
         ax.set_xscale("log")
-        ax.set_title(d.removeprefix("pocket-"), fontsize=9)
-        ax.set_xlabel(f"{x} (log scale)", fontsize=8)
+        ax.set_title(d.removeprefix("pocket-"))
         ax.grid(alpha=0.3)
-    if x == "step":        # a dev and a train line per variant: the legend in rows of two variants
-        return _panels_done(fig, axes, "top-1 on the dev split (%)", bottom=0.22, ncol=4)
-    return _panels_done(fig, axes, "top-1 on the dev split (%)", bottom=0.1)
+    _xlabel_below(axes, len(datasets), f"{x} (log scale)")
+    return _panels_done(fig, axes, "top-1 on the dev split (%)", ncol=2 if x == "step" else None)
 
 
-def _panels_done(fig, axes, ylabel: str, bottom: float, ncol: int | None = None) -> plt.Figure:
-    """A row of panels: y label on the first, the first panel's legend below them all (in one line,
-    or in rows of ``ncol``)."""
-    axes[0, 0].set_ylabel(ylabel)
+def _panels_done(fig, axes, ylabel: str, ncol: int | None = None) -> plt.Figure:
+    """Rows of panels: one y label for all, the first panel's legend below them all (in rows of
+    ``ncol`` entries, by default as many as fit the column)."""
+    fig.supylabel(ylabel, fontsize=FONT + 0.5)
     handles, names = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=ncol or len(names), frameon=False, fontsize=8)
-    fig.tight_layout(rect=(0, bottom, 1, 1))
+    fig.legend(handles, names, loc="outside lower center", frameon=False,
+               ncol=ncol or min(len(names), 4))
     return fig
 
 
@@ -218,22 +315,30 @@ def explained(image, attention, classnames: Sequence[str], grid, before, after, 
     before, after = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
     shown = list(np.argsort(-after)[:top]) if shown is None else list(shown)
     n = len(shown)
-    fig, axes = plt.subplots(1, 2 + n, figsize=(1.7 * (2.6 + n), 2.2), layout="constrained",
-                             gridspec_kw={"width_ratios": [1, 1.6] + [1] * n})
+    cols = max(n, 3)                     # top row: the image and the scores; below: one map per class
+    size = COLUMN / cols
+    fig = plt.figure(figsize=(COLUMN, 2 * size + 0.9), layout="constrained")
+    upper, lower = fig.subfigures(2, 1, height_ratios=[size + 0.3, size + 0.6])   # each its own layout
+    axes = list(upper.subplots(1, 2, width_ratios=[1, cols - 1])) + list(lower.subplots(1, cols))[:n]
+    for ax in lower.axes[n:]:
+        ax.axis("off")
     axes[0].imshow(img)
-    axes[0].set_title("image" + (f"\n({classnames[label]})" if label is not None else ""), fontsize=8)
+    axes[0].set_title("image" + (f"\n({classnames[label]})" if label is not None else ""), fontsize=FONT)
     axes[0].axis("off")
     order = list(np.argsort(-np.maximum(before, after))[:top + 2])[::-1]         # best at the top
     y = np.arange(len(order))
     axes[1].barh(y + 0.2, before[order], height=0.4, color="#7f7f7f", label="zero-shot texts")
     axes[1].barh(y - 0.2, after[order], height=0.4, color="#d62728", label="visual-guided")
-    axes[1].set_yticks(y, [classnames[c] for c in order], fontsize=7)
+    axes[1].set_yticks(y, [classnames[c] for c in order], fontsize=FONT)
     axes[1].set_xlim(0, 1)
-    axes[1].tick_params(axis="x", labelsize=7)
-    axes[1].legend(fontsize=6, frameon=False, loc="lower right")
-    axes[1].set_title("class probability", fontsize=8)
+    axes[1].legend(frameon=False, loc="lower right")
+    axes[1].set_title("class probability", fontsize=FONT)
     for ax, c in zip(axes[2:], shown):
         _overlay(ax, img, attention[c], grid)
-        ax.set_title(f"{classnames[c]}\n{100 * before[c]:.0f}% → {100 * after[c]:.0f}%", fontsize=7)
+        title = f"{_wrap(classnames[c], size)}\n{100 * before[c]:.0f}% → {100 * after[c]:.0f}%"
+        ax.set_title(title, fontsize=FONT)
         ax.axis("off")
     return fig
+
+
+book_style()
