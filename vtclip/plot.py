@@ -182,8 +182,8 @@ def attention_maps(image, maps, classnames: Sequence[str], grid, scores=None, co
     img = np.asarray(image)
     k = len(classnames)
     cols, size = _tiles(cols, COLUMN / cols)
-    titles = [_wrap(classnames[c], size) + (f"\n{100 * float(scores[c]):.0f}%" if scores is not None else "")
-              for c in range(k)]
+    pct = [f"\n{100 * float(p):.0f}%" for p in scores] if scores is not None else [""] * k
+    titles = [_wrap(classnames[c], size) + pct[c] for c in range(k)]
     lines = max(t.count("\n") + 1 for t in titles)
     fig, axes = _grid(cols + k, cols, height=size + 0.2 * lines, width=cols * size)
     for ax in axes.flat:
@@ -318,12 +318,13 @@ def explained(image, attention, classnames: Sequence[str], grid, before, after, 
     cols = max(n, 3)                     # top row: the image and the scores; below: one map per class
     size = COLUMN / cols
     fig = plt.figure(figsize=(COLUMN, 2 * size + 0.9), layout="constrained")
-    upper, lower = fig.subfigures(2, 1, height_ratios=[size + 0.3, size + 0.6])   # each its own layout
+    upper, lower = fig.subfigures(2, 1, height_ratios=[size + 0.3, size + 0.6])   # own layouts
     axes = list(upper.subplots(1, 2, width_ratios=[1, cols - 1])) + list(lower.subplots(1, cols))[:n]
     for ax in lower.axes[n:]:
         ax.axis("off")
     axes[0].imshow(img)
-    axes[0].set_title("image" + (f"\n({classnames[label]})" if label is not None else ""), fontsize=FONT)
+    axes[0].set_title("image" + (f"\n({classnames[label]})" if label is not None else ""),
+                      fontsize=FONT)
     axes[0].axis("off")
     order = list(np.argsort(-np.maximum(before, after))[:top + 2])[::-1]         # best at the top
     y = np.arange(len(order))
