@@ -314,7 +314,8 @@ def test_classname_lists_have_the_protocol_lengths():
 
 def test_cli_data_list_and_check(tmp_path, capsys):
     assert vtclip_main(["data", "list", "--json", "--data-root", str(tmp_path)]) == 0
-    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["datasets"]}
+    (line,) = capsys.readouterr().out.strip().splitlines()         # the JSON alone, no table before it
+    rows = {r["name"]: r for r in json.loads(line)["datasets"]}
     assert set(REAL) <= set(rows) and rows["dtd"] == {**rows["dtd"], "classes": 47, "present": False,
                                                      "root": str(tmp_path / "dtd")}
     assert vtclip_main(["data", "check", "dtd", "--data-root", str(tmp_path)]) == 1

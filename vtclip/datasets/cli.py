@@ -28,14 +28,15 @@ def _row(spec, root) -> dict:
 
 def cmd_list(args) -> int:
     rows = [_row(spec, args.data_root) for spec in DATASETS.values()]
+    if args.json:                            # the JSON alone: a script reads one object, not a table
+        print(json.dumps({"data_root": str(data_root(args.data_root)), "datasets": rows}))
+        return 0
     print(f"data root: {data_root(args.data_root)}  (--data-root or $VTCLIP_HOME/data)")
     print(f"{'name':<22}{'classes':>8}{'train/val/test (CoOp)':>24}  {'present':<8} where")
     for r in rows:
         sizes = "/".join(map(str, r["sizes"].values())) if isinstance(r["sizes"], dict) else "-"
         where = r["root"] or f"built in ({r['kind']})"
         print(f"{r['name']:<22}{r['classes']:>8}{sizes:>24}  {'yes' if r['present'] else 'no':<8} {where}")
-    if args.json:
-        print(json.dumps({"data_root": str(data_root(args.data_root)), "datasets": rows}))
     return 0
 
 
