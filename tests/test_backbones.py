@@ -193,7 +193,8 @@ def test_a_checkpoint_missing_tensors_is_refused_not_filled_at_random(tmp_path):
     with pytest.raises(WeightsUnavailableError, match=r"1 missing keys \(e.g. text_projection.weight\).*random"):
         vt.load_clip(str(folder), device="cpu")
     save_file({**tensors, "visual_projection.weight": tensors["visual_projection.weight"][:, :-1].contiguous()}, weights)
-    with pytest.raises(WeightsUnavailableError, match=r"do not fit the model its config.json describes"):
+    with pytest.raises(WeightsUnavailableError, match=r"1 mismatched keys \(e.g. visual_projection.weight: "
+                                                      r"\(24, 31\) in the file, \(24, 32\) in config.json\)"):
         vt.load_clip(str(folder), device="cpu")
 
 
@@ -379,3 +380,69 @@ def test_the_digest_cache_never_serves_a_changed_file(tmp_path):
     f.write_bytes(b"b" * 100)                                          # same size, edited in place ...
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))                   # ... and the old mtime put back
     assert file_sha256(f) != first and file_sha256(f) == file_sha256(f)
+
+
+# ---- weights files that cannot be used: one or two lines naming the file (issue 22) -------------
+def _short(msg: str) -> bool:
+    return msg.count("\n") <= 1 and len(msg) < 500 and "Traceback" not in msg
+
+
+def test_an_empty_rn50_file_is_named_with_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("VTCLIP_HOME", str(tmp_path))
+    local = tmp_path / "weights" / "RN50.pt"
+    local.parent.mkdir()
+    local.touch()
+    with pytest.raises(WeightsUnavailableError) as err:
+        vt.load_clip("RN50", device="cpu")
+    msg = str(err.value)
+    assert msg.startswith(f"{local} is empty (0 bytes)") and "Replace it with OpenAI's RN50.pt" in msg and _short(msg)
+
+
+def test_another_models_state_dict_saved_as_rn50_is_named_in_two_lines(tmp_path, monkeypatch):
+    import torchvision
+
+    monkeypatch.setenv("VTCLIP_HOME", str(tmp_path))
+    local = tmp_path / "weights" / "RN50.pt"
+    local.parent.mkdir()
+    torch.save(torchvision.models.resnet18().state_dict(), local)
+    with pytest.raises(WeightsUnavailableError) as err:
+        vt.load_clip("RN50", device="cpu")
+    msg = str(err.value)
+    assert msg.startswith(f"{local} holds tensors of another model (") and "not RN50's weights" in msg
+    assert "e.g. positional_embedding" in msg and "unexpected, e.g. conv1.weight" in msg and _short(msg)
+
+
+def test_a_truncated_safetensors_file_in_a_local_folder_is_named(tmp_path, capfd):
+    from conftest import tiny_hf_clip_dir
+
+    folder = tiny_hf_clip_dir(tmp_path / "clip")
+    weights = folder / "model.safetensors"
+    whole = weights.read_bytes()
+    for cut in (len(whole) // 2, 5):                                   # data cut short; header cut short
+        weights.write_bytes(whole[:cut])
+        with pytest.raises(WeightsUnavailableError) as err:
+            vt.load_clip(str(folder), device="cpu")
+        msg = str(err.value)
+        assert msg.startswith(f"{weights} is cut short ({cut} bytes") and "Copy the checkpoint's" in msg and _short(msg)
+
+
+def test_a_folder_that_holds_no_clip_says_so_and_prints_no_load_report(tmp_path, capfd):
+    from conftest import tiny_hf_clip_dir
+    from safetensors.torch import load_file, save_file
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path / "bert"
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(folder)
+    with pytest.raises(WeightsUnavailableError) as err:
+        vt.load_clip(str(folder), device="cpu")
+    msg = str(err.value)
+    assert msg.startswith(f"{folder / 'config.json'} describes a 'bert' model, not a CLIP") and _short(msg)
+    clip = tiny_hf_clip_dir(tmp_path / "clip")                         # a CLIP whose tensors do not fit
+    tensors = load_file(clip / "model.safetensors")
+    save_file({f"renamed.{k}": v for k, v in tensors.items()}, clip / "model.safetensors")
+    capfd.readouterr()
+    with pytest.raises(WeightsUnavailableError, match="missing keys"):
+        vt.load_clip(str(clip), device="cpu")
+    out, errs = capfd.readouterr()
+    assert "LOAD REPORT" not in out + errs and len(out + errs) < 200   # our one message, not transformers' report

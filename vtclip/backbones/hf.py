@@ -7,11 +7,14 @@ Taught in: chapter 02 (spatial features).
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Sequence
 
 import torch
+from safetensors import SafetensorError
 from torchvision import transforms as T
 
 from .. import settings
@@ -109,16 +112,23 @@ def load_hf_clip(name_or_dir: str, spatial: str = "raw", dtype: torch.dtype = to
         repo_id = HF_MODELS.get(name_or_dir, name_or_dir)
         local = settings.home("weights", repo_id.replace("/", "--"))
         source = str(local) if local.is_dir() else repo_id
+    if source == str(local):
+        check_folder(local)
     try:
-        model, loading = CLIPModel.from_pretrained(source, cache_dir=str(settings.home("hub")),
-                                                   output_loading_info=True)
-        tokenizer = AutoTokenizer.from_pretrained(source, cache_dir=str(settings.home("hub")))
-        processor = CLIPImageProcessor.from_pretrained(source, cache_dir=str(settings.home("hub")))
+        with _transformers_quiet():
+            # a tensor of another shape is reported in ``loading`` (below, with its name), not raised
+            model, loading = CLIPModel.from_pretrained(source, cache_dir=str(settings.home("hub")),
+                                                       output_loading_info=True, ignore_mismatched_sizes=True)
+            tokenizer = AutoTokenizer.from_pretrained(source, cache_dir=str(settings.home("hub")))
+            processor = CLIPImageProcessor.from_pretrained(source, cache_dir=str(settings.home("hub")))
     except RuntimeError as err:       # transformers: a tensor whose shape the config does not expect
         raise WeightsUnavailableError(
             f"The weights in {source} do not fit the model its config.json describes (a tensor of another "
-            f"shape, or no config.json): {err} Copy config.json and model.safetensors of one checkpoint "
+            f"shape: {_first_line(err)}). Copy config.json and model.safetensors of one checkpoint "
             "together.") from err
+    except SafetensorError as err:    # damaged in a way check_folder does not look for
+        raise WeightsUnavailableError(f"The weights in {source} cannot be read ({_first_line(err)}); copy the "
+                                      "checkpoint's model.safetensors again.") from err
     except (OSError, ValueError) as err:
         where = f"the local directory {path}" if repo_id is None else (
             f"{local} and the download cache {settings.home('hub')}")
@@ -128,7 +138,7 @@ def load_hf_clip(name_or_dir: str, spatial: str = "raw", dtype: torch.dtype = to
         ) from err
     # transformers fills tensors the file lacks (or has in another shape) with fresh random values
     # and only prints a report: a checkpoint saved under other key names would run as a random CLIP
-    broken = {k: sorted(map(str, loading.get(k) or [])) for k in ("missing_keys", "mismatched_keys")}
+    broken = {k: sorted(map(_key_text, loading.get(k) or [])) for k in ("missing_keys", "mismatched_keys")}
     if any(broken.values()):
         raise WeightsUnavailableError(
             f"The weights in {source} do not fit transformers' CLIPModel: "
@@ -146,6 +156,72 @@ def load_hf_clip(name_or_dir: str, spatial: str = "raw", dtype: torch.dtype = to
     # ("ViT-B/16", not the last part of that string, which a record-name lookup would never find)
     label = name or (path.name if repo_id is None else str(name_or_dir))
     return HFCLIPBackbone(model.to(device), tokenizer, processor, label, tag, spatial, dtype)
+
+
+def _key_text(key) -> str:
+    """A missing key as it is; a mismatched one, ``(name, shape in the file, shape the config wants)``,
+    as words."""
+    if isinstance(key, tuple) and len(key) == 3:
+        return f"{key[0]}: {tuple(key[1])} in the file, {tuple(key[2])} in config.json"
+    return str(key)
+
+
+def check_folder(folder: Path) -> None:
+    """Refuse, naming the file, a checkpoint folder whose config.json is not a CLIP's or whose
+    ``.safetensors`` file is cut short (transformers says neither: a load report of a random model
+    dozens of lines long, or a safetensors traceback naming no file)."""
+    config = folder / "config.json"
+    if config.is_file():
+        try:
+            model_type = json.loads(config.read_text()).get("model_type")
+        except (ValueError, AttributeError) as err:     # not JSON, or JSON but not an object
+            raise WeightsUnavailableError(f"{config} is not a JSON config ({_first_line(err)}); copy the "
+                                          "checkpoint's config.json again.") from err
+        if model_type != "clip":
+            raise WeightsUnavailableError(
+                f"{config} describes a {model_type!r} model, not a CLIP. Point load_clip at a transformers "
+                "CLIPModel checkpoint (model_type \"clip\", as CLIPModel.save_pretrained writes it).")
+    for f in sorted(folder.glob("*.safetensors")):
+        problem = _safetensors_problem(f)
+        if problem:
+            raise WeightsUnavailableError(f"{f} is {problem}. Copy the checkpoint's {f.name} again.")
+
+
+def _safetensors_problem(f: Path) -> str | None:
+    """What is wrong with a ``.safetensors`` file's size against its own header (None: nothing)."""
+    size = f.stat().st_size
+    with open(f, "rb") as fh:
+        head = fh.read(8)                                   # little-endian length of the JSON header
+        n = int.from_bytes(head, "little") if len(head) == 8 else None
+        if n is None or 8 + n > size:
+            return f"cut short ({size} bytes, less than its header)"
+        try:
+            header = json.loads(fh.read(n))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, AttributeError, KeyError, TypeError, IndexError):
+            return "damaged (its header is not a safetensors header)"
+    if size != 8 + n + end:
+        return f"{'cut short' if size < 8 + n + end else 'damaged'} ({size} bytes; its header describes {8 + n + end})"
+    return None
+
+
+@contextlib.contextmanager
+def _transformers_quiet():
+    """transformers' warnings off while a checkpoint loads: its load report of a checkpoint that does
+    not fit runs to dozens of lines, and what is wrong is said in one of ours instead."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def _first_line(err: Exception, limit: int = 200) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def weights_tag_of(folder: Path, repo_id: str | None) -> str:

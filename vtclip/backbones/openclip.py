@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -88,6 +89,33 @@ def weights_path(name: str):
     return settings.home("weights", OPEN_CLIP_MODELS[name])
 
 
+def _unusable_file(name: str, local: Path, err: Exception) -> str:
+    """Two lines for a local weights file open_clip could not load: which file, what it holds, what to do
+    (torch's own message lists every key of the model, 11,000 characters for RN50)."""
+    text = str(err)
+    if "Error(s) in loading state_dict" in text:
+        what = f"tensors of another model ({_key_summary(text)})"
+    else:
+        first = text.strip().splitlines()[0][:200] if text.strip() else ""
+        what = f"nothing open_clip can read as weights ({type(err).__name__}: {first})"
+    return (f"{local} holds {what}, not {name}'s weights.\nReplace it with OpenAI's {name}.pt (or open_clip's "
+            f"open_clip_pytorch_model.bin for {name}), or delete it to download {name}'s weights.")
+
+
+def _key_summary(text: str) -> str:
+    """``12 missing, e.g. "a", "b"; 3 unexpected, e.g. "c"`` from torch's ``load_state_dict`` message."""
+    parts = []
+    for label in ("Missing", "Unexpected"):
+        found = re.search(rf"{label} key\(s\) in state_dict: (.*)", text)
+        if found:
+            keys = re.findall(r'"([^"]+)"', found.group(1))
+            parts.append(f"{len(keys)} {label.lower()}, e.g. {', '.join(keys[:2])}")
+    shapes = text.count("size mismatch for ")
+    if shapes:
+        parts.append(f"{shapes} of another shape")
+    return "; ".join(parts) or "other names or shapes"
+
+
 def weights_tag_of(name: str, local: Path) -> str:
     """``openai`` for OpenAI's weights (the hub's copy, or a local file with OpenAI's published SHA-256);
     ``local:<file>:<digest>`` for any other local file, so that replacing it changes every cache key and
@@ -120,6 +148,9 @@ def load_open_clip(name: str, spatial: str = "raw", dtype: torch.dtype = torch.f
     source = str(local) if local.is_file() else "openai"
     if not pretrained:
         source = None
+    elif local.is_file() and local.stat().st_size == 0:
+        raise WeightsUnavailableError(f"{local} is empty (0 bytes): a copy or download cut short. Replace it with "
+                                      f"OpenAI's {name}.pt, or delete it to download {name}'s weights.")
     try:
         # OpenAI trained every CLIP with QuickGELU; open_clip's plain "RN50" config builds nn.GELU (and
         # only warns), which would put every text feature off. OpenAI's own RN50.pt is a TorchScript
@@ -130,6 +161,8 @@ def load_open_clip(name: str, spatial: str = "raw", dtype: torch.dtype = torch.f
                 name, pretrained=source, cache_dir=str(cache), device=device, force_quick_gelu=True,
                 weights_only=not local.is_file())
     except Exception as err:  # open_clip raises RuntimeError/OSError/HF errors when offline
+        if source == str(local):
+            raise WeightsUnavailableError(_unusable_file(name, local, err)) from err
         raise WeightsUnavailableError(
             f"Could not load OpenAI weights for {name}: {err}\n"
             f"Looked for a local file at {local} and in the download cache {cache}.\n"
