@@ -466,3 +466,25 @@ def test_one_grid_per_out_folder_and_a_rerun_clears_stale_failures(tmp_path):
     result = run_sweep(["zeroshot"], "pocket", ["toy-colours"], [1], [1], out, progress=False)
     assert (result["ran"], result["failed"]) == (0, 0)
     assert not (out / "failed").exists()           # the run is done: its failure was stale
+
+
+def test_a_finished_run_whose_record_cannot_be_written_is_printed(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from vtclip import sweep
+
+    out, real = tmp_path / "run", sweep.run_method
+
+    def folder_gone_when_done(*args, **kwargs):
+        result = real(*args, **kwargs)
+        shutil.rmtree(out)                        # the results folder vanishes while the run trains
+        out.write_text("a file where the folder was")
+        return result
+
+    monkeypatch.setattr(sweep, "run_method", folder_gone_when_done)
+    result = run_sweep(["vtclip"], "pocket", ["toy-colours"], [1], [1], out, preset="smoke", progress=False)
+    assert (result["ran"], result["failed"]) == (0, 1)
+    stdout, err = capsys.readouterr()
+    record = json.loads(stdout[stdout.index("{"):stdout.rindex("}") + 1])
+    assert (record["method"], record["seed"]) == ("vtclip", 1) and 0 <= record["top1"] <= 100
+    assert "could not write" in err and "save it by hand" in err

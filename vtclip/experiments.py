@@ -530,8 +530,8 @@ def run_demo(backbone: str = "pocket", datasets=None, shots: int = 16, seeds=(1,
         for seed in seeds:
             record, _, _ = run_method(task, "vtclip", shots, seed, cfg, progress=progress)
             accs.append(record["top1"])
-            if out:
-                write_record(record, out)
+            if out:                          # a write that fails prints the record: the run is not lost
+                keep_result(lambda: write_record(record, out), record, Path(out) / record_name(record))
         rows[name] = {"zeroshot": zs, "vtclip": round(float(np.mean(accs)), 2),
                       "vtclip_std": round(float(np.std(accs)), 2), "vtclip_seeds": accs,
                       "chance": round(100 / task.spec.num_classes, 2)}

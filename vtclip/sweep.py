@@ -25,9 +25,9 @@ from tqdm.auto import tqdm
 
 from . import settings
 from .datasets.base import check_draw
-from .experiments import (check_grid, check_out, check_resume, out_lock, dataset_label, dataset_names, load_task,
-                          method_label, readable_records, record_name, run_method, run_record_name, summary_row,
-                          write_record)
+from .experiments import (check_grid, check_out, check_resume, dataset_label, dataset_names, keep_result, load_task,
+                          method_label, out_lock, readable_records, record_name, run_method, run_record_name,
+                          summary_row, write_record)
 from .options import add_skip_bad_images, parse_options, print_json
 from .train import TrainConfig
 
@@ -100,7 +100,8 @@ def _run_sweep(methods, backbone, datasets, shots, seeds, out: Path, preset, dat
                                       select=variants[variant].get("select"), **options)
             if variant:
                 record = {**record, "variant": variant}
-            write_record(record, out)
+            if keep_result(lambda: write_record(record, out), record, out / name) is None:   # printed: not lost
+                raise OSError(f"could not write {out / name}; its record is printed on stdout")
             _clear_failure(out, name)                            # an earlier failure of this run, now done
             done += 1
         except WeightsUnavailableError:     # the backbone itself: every other run would fail the same way
@@ -108,16 +109,29 @@ def _run_sweep(methods, backbone, datasets, shots, seeds, out: Path, preset, dat
         except Exception as err:  # recorded with its traceback; the sweep goes on
             failed += 1
             errors.append(f"{label} {dataset} {k}-shot seed {seed}: {type(err).__name__}: {err}")
-            (out / "failed").mkdir(parents=True, exist_ok=True)
-            tmp = out / "failed" / f".{name}.tmp-{os.getpid()}"   # whole or not at all, as every record
-            tmp.write_text(json.dumps({
+            _write_failure(out, name, {
                 "method": method, "variant": variant, "backbone": backbone, "dataset": dataset,
                 "shots": k, "seed": seed, "error": f"{type(err).__name__}: {err}",
-                "traceback": traceback.format_exc()}, indent=1))
-            os.replace(tmp, out / "failed" / name)          # replaces only this run's earlier failure
+                "traceback": traceback.format_exc()})
     rows = summarize(out)
     return {"out": str(out), "runs": len(grid), "ran": done, "failed": failed, "summary_rows": len(rows),
             "errors": errors}
+
+
+def _write_failure(out: Path, name: str, failure: dict) -> None:
+    """Write ``failed/<name>`` whole or not at all (replacing only this run's earlier failure); on a
+    full or read-only disk, say so on stderr and go on: the sweep's account still lists the error."""
+    tmp = out / "failed" / f".{name}.tmp-{os.getpid()}"
+    try:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(failure, indent=1))
+        os.replace(tmp, out / "failed" / name)
+    except OSError as err:
+        print(f"vtclip: could not write {out / 'failed' / name} ({err}); the failure was: {failure['error']}",
+              file=sys.stderr)
+    finally:
+        with contextlib.suppress(OSError):       # gone (replaced), or its folder cannot be reached
+            tmp.unlink()
 
 
 def _clear_failure(out: Path, name: str) -> None:
