@@ -488,3 +488,23 @@ def test_a_finished_run_whose_record_cannot_be_written_is_printed(tmp_path, caps
     record = json.loads(stdout[stdout.index("{"):stdout.rindex("}") + 1])
     assert (record["method"], record["seed"]) == ("vtclip", 1) and 0 <= record["top1"] <= 100
     assert "could not write" in err and "save it by hand" in err
+
+
+def test_a_curves_record_that_cannot_be_written_is_printed(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from vtclip import curves
+
+    out, real = tmp_path / "run", curves.run_curves
+
+    def folder_gone_when_done(*args, **kwargs):
+        result = real(*args, **kwargs)
+        shutil.rmtree(out)
+        out.write_text("a file where the folder was")
+        return result
+
+    monkeypatch.setattr(curves, "run_curves", folder_gone_when_done)
+    with pytest.raises(OSError, match="could not write .*its record is printed on stdout"):
+        curves.run_curves_grid("vtclip", "pocket", ["toy-colours"], 1, [1], out, preset="smoke", progress=False)
+    stdout = capsys.readouterr().out
+    assert json.loads(stdout[stdout.index("{"):stdout.rindex("}") + 1])["kind"] == "curves"

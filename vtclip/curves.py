@@ -28,7 +28,7 @@ import torch
 from . import features
 from .backbones import load_clip
 from .experiments import (Task, backbone_label, check_grid, check_out, check_resume, data_fingerprint, dataset_label,
-                          dataset_names, device_name, fewshot_features, load_task, method_label, out_lock,
+                          dataset_names, device_name, fewshot_features, keep_result, load_task, method_label, out_lock,
                           readable_records, record_name, summary_row, write_record, _version)
 from .methods import ZeroShot, build_method, check_options
 from .train import TrainConfig, check_trains, config_dict, evaluate, fit
@@ -138,7 +138,8 @@ def _run_curves_grid(method, backbone, datasets, shots, seeds, out: Path, preset
                                  skip_bad_images=skip_bad_images)
             cfg = TrainConfig.preset(preset, task.spec.name, shots, method=method, progress=progress)
             record = run_curves(task, method, shots, seed, cfg, variant, progress=progress, **options)
-            write_record(record, out, name)
+            if keep_result(lambda: write_record(record, out, name), record, out / name) is None:
+                raise OSError(f"could not write {out / name}; its record is printed on stdout")   # not lost
             done += 1
     return {"out": str(out), "ran": done, "already_there": skipped}
 
