@@ -1,9 +1,10 @@
 """Sweeps: methods x datasets x shots x seeds -> one record per run + ``summary.csv``.
 
 Resumable: a run whose record exists is skipped (never redone, never overwritten), provided every
-record of the backbone there was measured on the same weights (``experiments.check_same_weights``)
-and those in the summary rows the sweep adds to were trained with the same recipe
-(``experiments.check_same_training``). A run that fails
+record of the backbone there was measured on the same weights (``experiments.check_same_weights``),
+those of its image folders on the same images (``experiments.check_same_data``), and those in the
+summary rows the sweep adds to were trained with the same recipe (``experiments.check_same_training``).
+One sweep per results folder at a time (``experiments.out_lock``). A run that fails
 writes ``failed/<record name>`` with the error and the sweep goes on, except when the backbone's
 weights are missing (``WeightsUnavailableError``): no run could succeed, so the sweep stops at once.
 Taught in: chapter 06 (results).

@@ -7,7 +7,9 @@ Layouts, checked in this order:
   ``val/``, 20% of each class's train images become val;
 - ``<class>/*``: one folder per class, split per class 50/20/30 (train/val/test).
 Generated splits are seeded (``SPLIT_SEED``) hashes of the file paths, so they are deterministic.
-Every class needs training images, and val images when ``val/`` exists (two training images without it).
+A folder needs at least two classes. Every class needs training images, and val images when ``val/``
+exists (two training images without it). Records of runs on a folder carry its content digest
+(``fingerprint``), so a grid never mixes runs on two versions of its images.
 Optional files: ``classnames.txt`` (one name per line, in sorted folder order) and ``templates.txt``
 (one prompt template per line, each with one ``{}``). Files the layout does not read (loose in the
 root, in a sub-folder of a class folder, or with another extension) are listed by ``vtclip data check``
