@@ -446,3 +446,17 @@ def test_a_folder_that_holds_no_clip_says_so_and_prints_no_load_report(tmp_path,
         vt.load_clip(str(clip), device="cpu")
     out, errs = capfd.readouterr()
     assert "LOAD REPORT" not in out + errs and len(out + errs) < 200   # our one message, not transformers' report
+
+
+def test_preprocess_matches_the_processor_on_rgba_images(tiny_hf):
+    """Transparency composited onto white before the resize, as CLIPImageProcessor does; what is left
+    is the two libraries' bicubic resizes (about 0.015 after normalisation, RGB images alike)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (50, 70, 4), dtype=np.uint8)
+    pixels[..., 3] = np.where(rng.random((50, 70)) < 0.5, 0, 255)        # half the pixels transparent
+    for img in (Image.fromarray(pixels, "RGBA"), Image.fromarray(pixels[..., :3], "RGB")):
+        ref = tiny_hf.processor(images=img, return_tensors="pt").pixel_values[0]
+        assert (tiny_hf.preprocess(img) - ref).abs().max() < 0.03, img.mode

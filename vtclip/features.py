@@ -31,6 +31,7 @@ from torchvision import transforms as T
 from tqdm.auto import tqdm
 
 from . import settings
+from .backbones.hf import ToRGB
 from .datasets.base import BadImageError
 
 CACHE_FORMAT = 1   # bump when the layout of an entry changes
@@ -93,7 +94,7 @@ def augment_transform(clip, policy: str = "crop-flip") -> T.Compose:
     else:
         geometry = [T.Resize(clip.image_size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(clip.image_size)]
     return T.Compose([
-        T.Lambda(lambda im: im.convert("RGB")),
+        ToRGB(),                           # transparency on white, as in the backbone's own preprocessing
         *geometry,
         T.RandomHorizontalFlip(),
         T.ToTensor(),

@@ -4,6 +4,24 @@ Spatial maps of a ModifiedResNet:
 * ``raw``       — the layer4 output before attention pooling (the paper's Vs; 2048 ch for RN50);
 * ``projected`` — the attention pool's value and output projections applied at every position
                   (the "value trick"), which puts each position in the joint space (D channels).
+
+How the projected map is computed, exactly (``project_positions``): with ``x_i`` the layer4 feature
+at position i (C channels) and ``pos`` the pool's positional embedding ((HW + 1, C); row 0 belongs
+to the mean token the pool prepends),
+
+    projected_i = c_proj(v_proj(x_i + pos[1 + i]))                          # (D,)
+
+The positional embedding is added *before* the value projection, as the pool itself does: its
+output is ``c_proj(sum_j a_j v_proj(t_j))`` over the tokens ``t_j = [mean(x), x_1..x_HW] + pos``
+with attention weights ``a_j`` summing to 1, and v_proj and c_proj are affine, so the pooled
+embedding is the attention-weighted mean of exactly these per-position features (and of the mean
+token's). That keeps the map in the space the image embedding lives in, which is what VT-CLIP's
+cosine head compares text features with; ``test_projected_map_is_the_attention_pool_value_path``
+checks the identity. MaskCLIP (Zhou et al., 2022) instead applies v_proj and c_proj to ``x_i``
+alone, without the positional embedding: its maps do not depend on the grid, so they work at other
+resolutions, and they differ from ours by the constant-per-position term ``c_proj.W v_proj.W pos[1+i]``.
+Ours needs the native grid (7 x 7 for RN50 at 224 px; other sizes are refused, the embedding is not
+interpolated).
 Taught in: chapter 02 (spatial features).
 """
 from __future__ import annotations
