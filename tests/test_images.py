@@ -31,7 +31,8 @@ def test_high_bit_depth_and_odd_modes_load_as_their_content(tmp_path):
     Image.fromarray(np.full((8, 8), 32896, ">u2")).save(tmp_path / "a" / "x16b.tif")        # I;16B
     Image.fromarray(np.full((8, 8), 32896, np.int32)).save(tmp_path / "a" / "x32.tif")      # I
     Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(tmp_path / "a" / "xf.tif")       # F in 0..1
-    Image.fromarray(np.full((8, 8, 2), [128, 7], np.uint8), "LA").save(tmp_path / "a" / "xla.png")
+    Image.fromarray(np.full((8, 8, 2), [128, 255], np.uint8), "LA").save(tmp_path / "a" / "xla.png")
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8), "RGBA").save(tmp_path / "a" / "xclear.png")  # transparent black
     pal = Image.new("P", (8, 8), 1)
     pal.putpalette([0, 0, 0, 200, 100, 50] + [0] * 762)
     pal.save(tmp_path / "a" / "xp.png", transparency=0)
@@ -43,9 +44,10 @@ def test_high_bit_depth_and_odd_modes_load_as_their_content(tmp_path):
     ds.paths, ds.labels = every, np.zeros(len(every), np.int64)
     with warnings.catch_warnings():
         warnings.simplefilter("error")          # PIL's palette-transparency warning is a failure too
-        got = {p: pixel(ds, "a/" + p) for p in ("x16.png", "x16b.tif", "x32.tif", "xf.tif", "xla.png", "xp.png")}
+        got = {p: pixel(ds, "a/" + p) for p in ("x16.png", "x16b.tif", "x32.tif", "xf.tif", "xla.png", "xp.png",
+                                                "xclear.png")}
     assert got == {"x16.png": [128] * 3, "x16b.tif": [128] * 3, "x32.tif": [128] * 3, "xf.tif": [128] * 3,
-                   "xla.png": [128] * 3, "xp.png": [200, 100, 50]}
+                   "xla.png": [128] * 3, "xp.png": [200, 100, 50], "xclear.png": [255] * 3}   # clear: white
     assert min(pixel(ds, "a/xcmyk.jpg")) > 240              # CMYK (0, 0, 0, 0) is white
 
 

@@ -84,7 +84,8 @@ _WIDE_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
-    """``im`` as 8-bit RGB, its alpha dropped (as open_clip's and transformers' preprocessing do).
+    """``im`` as 8-bit RGB, transparency composited onto white (as ``CLIPImageProcessor`` does, and
+    ``backbones.hf.ToRGB``; PIL's ``convert("RGB")`` would keep whatever colour transparent pixels hold).
 
     PIL's own conversion clips 16- and 32-bit pixels at 255, so those are scaled from their full
     range first: 16-bit modes (and ``I``, which older PILs and 16-bit TIFFs give) from 0..65535; float
@@ -95,8 +96,9 @@ def to_rgb(im: Image.Image) -> Image.Image:
         top = _WIDE_MODES.get(im.mode) or next((t for t in (1.0, 255.0) if x.max(initial=0) <= t), 65535.0)
         x = x * (255.0 / top)
         return Image.fromarray(np.clip(np.rint(x), 0, 255).astype(np.uint8), "L").convert("RGB")
-    if im.mode == "P" and "transparency" in im.info:                # PIL warns on the direct conversion
-        im = im.convert("RGBA")
+    if "A" in im.getbands() or "transparency" in im.info:           # RGBA, LA, PA, P with a transparent index
+        im = im.convert("RGBA")                                      # (PIL warns on P -> RGB directly)
+        return Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im).convert("RGB")
     return im.convert("RGB")
 
 
