@@ -80,3 +80,19 @@ def test_a_finished_result_that_cannot_be_written_is_printed(tmp_path, capsys):
     assert f"could not write {tmp_path / 'gone' / 'r.json'}" in err and "save it by hand" in err
     assert check_out(tmp_path / "ok") == tmp_path / "ok"           # a writable folder passes, probe removed
     assert list((tmp_path / "ok").iterdir()) == []
+
+
+def test_pocket_eval_write_to_a_folder_that_cannot_take_a_file_is_refused_before_any_work(tmp_path):
+    env = {**os.environ, "VTCLIP_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    target = tmp_path / "full" / "zeroshot.json"
+    target.parent.mkdir()
+    run = subprocess.run([sys.executable, "-m", "vtclip.cli", "pocket", "eval", "--datasets", "pocket-shapes",
+                          "--limit", "16", "--write", str(target)], env=env, capture_output=True, text=True,
+                         preexec_fn=_small_files_only, timeout=300)
+    assert run.returncode == 2, run.stderr
+    assert f"--write {target.parent}: cannot write there (File too large)" in run.stderr
+    assert "Zero-shot top-1" not in run.stdout                  # no work done
+    assert list(target.parent.iterdir()) == []
+    run = subprocess.run([sys.executable, "-m", "vtclip.cli", "pocket", "eval", "--write",
+                          str(tmp_path / "nowhere" / "z.json")], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "does not exist" in run.stderr, run.stderr

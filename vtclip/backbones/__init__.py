@@ -15,9 +15,12 @@ from .base import SPATIAL_MODES, FrozenCLIP, ImageFeatures, WeightsUnavailableEr
 from .hf import HF_MODELS, HFCLIPBackbone, load_hf_clip, sampled_digest
 from .openclip import OPEN_CLIP_MODELS, OpenCLIPBackbone, load_open_clip
 
-#: The shipped Pocket CLIP checkpoint (transformers format).
+#: The shipped Pocket CLIP checkpoints (transformers format): ``pocket`` (world v1, what the book
+#: uses today) and ``pocket-v2`` (world v2, ``vtclip.pocket.world``), which takes the name ``pocket``
+#: once the book has moved to it (issue 20).
 POCKET_DIR = settings.DATA_DIR / "pocket-clip"
-KNOWN_BACKBONES = (*OPEN_CLIP_MODELS, *HF_MODELS, "pocket")
+POCKET_DIRS = {"pocket": POCKET_DIR, "pocket-v2": settings.DATA_DIR / "pocket-clip-v2"}
+KNOWN_BACKBONES = (*OPEN_CLIP_MODELS, *HF_MODELS, *POCKET_DIRS)
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -36,14 +39,15 @@ def load_clip(name: str, spatial: str = "raw", device: torch.device | str | None
     dtype = _DTYPES[precision]
     if name in OPEN_CLIP_MODELS:
         clip = load_open_clip(name, spatial, dtype, device)
-    elif name == "pocket":
-        if not (POCKET_DIR / "config.json").is_file():
+    elif name in POCKET_DIRS:
+        folder = POCKET_DIRS[name]
+        if not (folder / "config.json").is_file():
             raise WeightsUnavailableError(
-                f"The Pocket CLIP checkpoint is missing from {POCKET_DIR}. It ships with the "
+                f"The Pocket CLIP checkpoint is missing from {folder}. It ships with the "
                 "repository (git clone it, then pip install -e .), or rebuild it with "
                 "`vtclip pocket pretrain`.")
-        clip = load_hf_clip(POCKET_DIR, spatial, dtype, device, name="pocket",
-                            weights_tag=f"pocket:{sampled_digest(POCKET_DIR)}")
+        clip = load_hf_clip(folder, spatial, dtype, device, name=name,
+                            weights_tag=f"pocket:{sampled_digest(folder)}")
     elif name in HF_MODELS or Path(name).expanduser().is_dir():
         clip = load_hf_clip(name, spatial, dtype, device)
     else:

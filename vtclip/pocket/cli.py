@@ -1,4 +1,4 @@
-"""``vtclip pocket pretrain`` and ``vtclip pocket eval``: build and measure Pocket CLIP.
+"""``vtclip pocket pretrain``, ``eval`` and ``probe``: build and measure Pocket CLIP.
 
 Taught in: chapter 0 (the Pocket world).
 """
@@ -18,7 +18,7 @@ RESULTS = settings.REPO_ROOT / "results" / "pocket" / "zeroshot.json"
 def cmd_pretrain(args) -> int:
     from .pretrain import PocketConfig, pretrain
 
-    base = PocketConfig.tiny() if args.tiny else PocketConfig.shipped()
+    base = PocketConfig.tiny() if args.tiny else PocketConfig.v2() if args.world == "v2" else PocketConfig.shipped()
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size,
                                    "seed": args.seed, "threads": args.threads}.items() if v is not None}
     for k, v in overrides.items():
@@ -40,22 +40,50 @@ def cmd_pretrain(args) -> int:
 
 def cmd_eval(args) -> int:
     from ..backbones import load_clip
-    from ..experiments import device_name
+    from ..experiments import check_writable, device_name, keep_result
     from .suite import zeroshot_suite
 
-    if args.write and Path(args.write).exists():       # before any work: a results file is never replaced
-        raise FileExistsError(f"{args.write} already exists; not overwriting it. Give --write a new file, or "
-                              "delete that one.")
+    if args.write:                                      # before any work: never replaced, and writable
+        if Path(args.write).exists():
+            raise FileExistsError(f"{args.write} already exists; not overwriting it. Give --write a new file, "
+                                  "or delete that one.")
+        if not Path(args.write).parent.is_dir():
+            raise ValueError(f"--write {args.write}: its folder {Path(args.write).parent} does not exist; "
+                             "create it or give another file")
+        check_writable(Path(args.write).parent, "--write")
     clip = load_clip(args.backbone)
     rows = zeroshot_suite(clip, args.datasets, limit=args.limit)
     result = {"backbone": clip.name, "weights": clip.weights_tag, "datasets": rows,
               **({"limit": args.limit} if args.limit else {})}
-    if args.write:
-        write_results(result, args, device_name(clip.device))
+    if args.write and keep_result(lambda: write_results(result, args, device_name(clip.device)), result,
+                                  args.write) is None:
+        return 1
     print(f"Zero-shot top-1 (%) of {clip.name} on the Pocket suite:")
     print(f"{'dataset':<22}{'chance':>8}{'top-1':>8}{'n_test':>8}")
     for name, row in rows.items():
         print(f"{name:<22}{row['chance']:>8.1f}{row['top1']:>8.1f}{row['n_test']:>8}")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def cmd_probe(args) -> int:
+    from ..backbones import load_clip
+    from .probe import feature_breadth, headroom
+
+    if args.out and Path(args.out).exists():
+        raise FileExistsError(f"{args.out} already exists; not overwriting it. Give --out a new file.")
+    clip = load_clip(args.backbone)
+    result = {"backbone": clip.name, "weights": clip.weights_tag, "breadth": feature_breadth(clip),
+              "headroom": headroom(clip), "command": "vtclip pocket probe " + " ".join(sys.argv[3:])}
+    print(f"Feature breadth of {clip.name} (top-1 %, v2 scenes): linear probe / zero-shot")
+    for attr, row in result["breadth"].items():
+        print(f"  {attr:<10}{row['probe']:>7.1f}{row['zeroshot']:>7.1f}   chance {row['chance']:.1f}")
+    print("Headroom on the v2 datasets' val splits: zero-shot -> linear probe")
+    for name, row in result["headroom"].items():
+        print(f"  {name:<18}{row['zeroshot']:>7.1f} ->{row['probe']:>6.1f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     if args.json:
         print(json.dumps(result))
     return 0
@@ -87,6 +115,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--out", default=None, help="output directory (default data/pocket-clip)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/resume.pt")
     p.add_argument("--tiny", action="store_true", help="a tiny model (seconds; for tests)")
+    p.add_argument("--world", choices=("v1", "v2"), default="v1",
+                   help="v1: the shipped checkpoint's recipe; v2: data/pocket-clip-v2's (PocketConfig.v2)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=cmd_pretrain)
 
@@ -98,3 +128,10 @@ def add_commands(subparsers) -> None:
                    help=f"also write the result with provenance (e.g. {RESULTS.relative_to(settings.REPO_ROOT)})")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("probe", help="feature breadth (linear probe vs zero-shot per scene attribute) "
+                                     "and headroom on the v2 datasets' val splits")
+    p.add_argument("--backbone", default="pocket-v2", help="backbone name or local CLIP directory")
+    p.add_argument("--out", default=None, metavar="FILE", help="also write the result as JSON (never replaced)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.set_defaults(func=cmd_probe)

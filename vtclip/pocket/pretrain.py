@@ -62,7 +62,8 @@ class PocketConfig:
     loss: str = "multi-positive"          # "multi-positive" (all true captions) or "clip"
     init_temperature: float = 0.07        # initial softmax temperature 1 / logit_scale (CLIP: 0.07)
     text_freeze: int = 300                # steps the text tower stays at its random init (LR 0)
-    group_size: int = 1                   # scenes per group sharing colour/size/background (1: iid)
+    group_size: int = 1                   # scenes per group (1: iid); v1: sharing colour/size/background,
+                                          # v2: sharing the object (shape, colour, size, style)
     mimetic_init: bool = True             # ViT attention starts near identity (Trockman & Kolter 2023)
     sincos_pos: float = 1.0               # ViT position embeddings start as 2-D sin-cos x this (0: random)
     world: str = "v1"                     # "v1" (shape on six textures) or "v2" (``world``: broad scenes)
@@ -72,13 +73,22 @@ class PocketConfig:
 
     @classmethod
     def shipped(cls) -> "PocketConfig":
-        """The recipe of the checkpoint in ``data/pocket-clip``."""
+        """The recipe of the checkpoint in ``data/pocket-clip`` (world v1)."""
         return cls()
 
     @classmethod
     def v2(cls) -> "PocketConfig":
-        """World v2's recipe (``world``): broad scenes, captions in everyday and rare words."""
-        return cls(world="v2", steps=3600)
+        """The recipe of ``data/pocket-clip-v2``: world v2 (``world``), broad scenes, captions in
+        everyday and rare words, 3600 steps.
+
+        Batches come in groups of 4 scenes of one object on different backgrounds, at different
+        places and in different clutter: a caption that names the texture or the position then has
+        hard negatives in its batch, as web-scale batches have by their size. Without the groups
+        (a first v2 run, group_size=1) the image tower left texture out of its pooled feature
+        (linear probe 17.8 % over 10 families, chance 10 %): at batch 128 the object alone tells
+        almost every pair apart.
+        """
+        return cls(world="v2", steps=3600, group_size=4)
 
     @classmethod
     def tiny(cls, steps: int = 40) -> "PocketConfig":
@@ -177,7 +187,7 @@ def make_batch(cfg: PocketConfig, step: int, tokenizer) -> dict:
     """The batch of step ``step``: pixels (B, 3, S, S), tokens (B, L), positives (B, B) bool."""
     rng = np.random.default_rng([cfg.seed, step, 0x9C11])   # tagged stream, apart from the suite's
     if cfg.world == "v2":
-        scenes = [world.sample_scene(rng) for _ in range(cfg.batch_size)]
+        scenes = v2_scenes(cfg, rng)
         caps = [world.caption(s, rng) for s in scenes]
         return _encode_batch(cfg, scenes, caps, tokenizer, world.matches)
     scenes = []
@@ -188,6 +198,17 @@ def make_batch(cfg: PocketConfig, step: int, tokenizer) -> dict:
     scenes = scenes[:cfg.batch_size]
     caps = [render.caption(s, rng) for s in scenes]
     return _encode_batch(cfg, scenes, caps, tokenizer, render.matches)
+
+
+def v2_scenes(cfg: PocketConfig, rng: np.random.Generator) -> list:
+    """A v2 batch's scenes: groups of ``cfg.group_size`` that share the object (shape, colour, size,
+    style) and differ in the rest (texture, place, clutter), hard negatives for what captions add."""
+    scenes = []
+    while len(scenes) < cfg.batch_size:
+        first = world.sample_scene(rng)
+        same = {"shape": first.shape, "colour": first.colour, "size": first.size, "style": first.style}
+        scenes += [first] + [world.sample_scene(rng, **same) for _ in range(cfg.group_size - 1)]
+    return scenes[:cfg.batch_size]
 
 
 def _encode_batch(cfg: PocketConfig, scenes, caps, tokenizer, matches) -> dict:

@@ -21,6 +21,29 @@ method has something to learn that zero-shot prompting does not give:
   3-8 muted distractors: fine-grained, and a class is right only if both attributes are, which
   pretraining captions (naming colour 60% of the time) tie together only loosely.
 
+World v2 (``TASKS_V2``, checkpoint ``pocket-v2``; the book moves to it in issue 20): six datasets, each
+reproducing one real dataset's failure mode, on Pocket CLIP v2 (``vtclip.pocket.world``):
+
+=====================  =================================  ========================================
+dataset                what it asks                       real dataset(s) whose failure mode it is
+=====================  =================================  ========================================
+``pocket-objects``     the object's shape, scenes as in   ImageNet, Caltech101 (control: zero-shot
+                       pretraining (8 classes)            is strong, adaptation should not hurt)
+``pocket-textures``    texture images (a tiny object at   DTD (texture terms rare in web captions)
+                       most), by formal names (10)
+``pocket-symbols``     symbols by names no caption uses   FGVCAircraft, EuroSAT (class names the
+                       (8 classes)                        text tower barely knows)
+``pocket-pairs``       colour x shape pairs over close    StanfordCars, Flowers102, OxfordPets
+                       hues and look-alike shapes (16)    (fine-grained)
+``pocket-crowds``      a small shape among many vivid     SUN397, UCF101 (the label is a small
+                       distractors (8 classes)            part of a busy scene)
+``pocket-sketches``    shapes drawn as outlines, a style  EuroSAT (an imaging domain rare in
+                       rare in pretraining (8 classes)    pretraining)
+=====================  =================================  ========================================
+
+The design looked only at zero-shot accuracy and at a linear probe on the val splits
+(``vtclip.pocket.probe.headroom``), never at a trained method's test accuracy.
+
 Every image is rendered on the fly from a per-index seed, so splits need no files, are identical
 on every machine and disjoint by construction (each split has its own seed stream). Labels cycle
 through the classes (image i has class i mod K), so every prefix of a split is class-balanced.
@@ -124,6 +147,11 @@ TASKS = (
 )
 
 # ---- world v2 (``world``): each dataset reproduces one real dataset's failure mode ---------------
+#: ``pocket-symbols``' class names, in ``render.SYMBOLS`` order: words no pretraining caption contains.
+#: The symbols' formal names (``world.SYMBOL_NAMES``), in 0.2% of their captions, were learned
+#: anyway (zero-shot 98.4 % with them), so the dataset names the symbols as a real benchmark names
+#: aircraft by model codes its text tower has hardly seen.
+SYMBOL_CODES = ("ogham", "vexil", "sigil", "glyph", "runic", "totem", "emblem", "crest")
 _SKETCH_TEMPLATES = ("a sketch of a {}.", "an outline of a {}.", "a line drawing of a {}.", "a {}.",
                      "a drawing of a {}.")
 _TEXTURE_TEMPLATES = ("a {} pattern.", "a {} texture.", "a shape on a {} background.",
@@ -135,11 +163,12 @@ TASKS_V2 = (
                {"shape": render.SHAPES, **_V2_COMMON}, "v2", "ImageNet, Caltech101"),
     PocketTask("pocket-textures", tuple(world.TEXTURE_NAMES.values()), _TEXTURE_TEMPLATES,
                tuple({"background": b} for b in world.TEXTURE_NAMES), 1000,
-               "the background's texture family, named by rare formal words (10 classes)",
-               {"shape": render.SHAPES, **_V2_COMMON}, "v2", "DTD"),
-    PocketTask("pocket-symbols", tuple(world.SYMBOL_NAMES.values()), SHAPE_TEMPLATES,
+               "texture images (a tiny object at most), named by rare formal words (10 classes)",
+               {"shape": render.SHAPES, **_V2_COMMON, "size": "small", "diameter": (6, 8), "clutter": 0},
+               "v2", "DTD"),
+    PocketTask("pocket-symbols", SYMBOL_CODES, SHAPE_TEMPLATES,
                tuple({"shape": s} for s in render.SYMBOLS), 1000,
-               "symbols named by words captions almost never use (8 classes)",
+               "symbols named by words no caption uses (8 classes)",
                _V2_COMMON, "v2", "FGVCAircraft, EuroSAT"),
     PocketTask("pocket-pairs", _COMPOSITIONS, SHAPE_TEMPLATES,
                tuple({"colour": c, "shape": s} for c in _COMP_COLOURS for s in _COMP_SHAPES), 1024,
@@ -152,8 +181,8 @@ TASKS_V2 = (
                 "vivid_clutter": True}, "v2", "SUN397, UCF101 (the label is a small part of a busy scene)"),
     PocketTask("pocket-sketches", render.SHAPES, _SKETCH_TEMPLATES, _BY_SHAPE, 1000,
                "shapes drawn as outlines, a style rare in pretraining (8 classes)",
-               {"shape": render.SHAPES, "style": "outline", "clutter": (0, 1, 2)}, "v2",
-               "EuroSAT (an imaging domain rare in pretraining)"),
+               {"shape": render.SHAPES, "style": "outline", "clutter": (0, 1, 2)},
+               "v2", "EuroSAT (an imaging domain rare in pretraining)"),
 )
 TASKS_BY_NAME = {t.name: t for t in TASKS + TASKS_V2}
 
@@ -166,7 +195,7 @@ def _spec(task: PocketTask) -> DatasetSpec:
         extra={"sizes": {s: task.size(s) for s in SPLIT_CODES}, "version": task.version, "real": task.real})
 
 
-for _task in TASKS:          # world v2 joins the registry with its checkpoint (TASKS_V2)
+for _task in TASKS + TASKS_V2:   # v2's kind is "pocket-v2" until the book moves to it (issue 20)
     register(_spec(_task))
 
 
