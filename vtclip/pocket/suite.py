@@ -190,7 +190,7 @@ TASKS_BY_NAME = {t.name: t for t in TASKS + TASKS_V2}
 def _spec(task: PocketTask) -> DatasetSpec:
     return DatasetSpec(
         name=task.name, classnames=task.classnames, templates=task.templates,
-        build=lambda split, root=None: PocketImages(task, split), 
+        build=lambda split, root=None: PocketImages(task, split),
         kind="pocket" if task.version == "v1" else "pocket-v2",   # "pocket": the suite `pocket` names
         description=task.description, source="rendered by vtclip.pocket (no files)",
         extra={"sizes": {s: task.size(s) for s in SPLIT_CODES}, "version": task.version, "real": task.real})
