@@ -231,9 +231,9 @@ def test_a_label_corrected_in_the_split_file_is_not_served_stale_from_the_cache(
 def test_pocket_views_are_resized_for_a_backbone_of_another_input_size(tiny_hf, tmp_path):
     from PIL import Image
 
-    ds = get_dataset("pocket-shapes").split("train")                # 64 px images, "flip" policy
+    ds = get_dataset("pocket-objects").split("train")                # 64 px images, "flip" policy
     assert ds.augment_policy == "flip" and ds.load_image(0).size == (64, 64) and tiny_hf.image_size == 32
-    f = features.extract(tiny_hf, ds, dataset_name="pocket-shapes", split="train", indices=[0, 1], views=4,
+    f = features.extract(tiny_hf, ds, dataset_name="pocket-objects", split="train", indices=[0, 1], views=4,
                          augment=True, seed=1, cache_dir=tmp_path, num_workers=0, progress=False)
     assert f.pooled.shape[:2] == (4, 2) and f.grid == (4, 4)
     # each view is the backbone's own preprocessing of the image, mirrored or not: nothing else changes

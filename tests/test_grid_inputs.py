@@ -31,8 +31,8 @@ def _cli(capsys, *argv):
     (["sweep", "--methods", "vtclip", "--shots", "1", "--seeds", "1", "1"], "--seeds: 1 given more than once"),
     (["sweep", "--methods", "vtclip", "vtclip", "--shots", "1"], "--methods: vtclip given more than once"),
     (["sweep", "--methods", "vtclp", "--shots", "1"], "Unknown method(s) ['vtclp']. Known methods: zeroshot"),
-    (["sweep", "--methods", "vtclip", "--datasets", "pocket", "pocket-shapes", "--shots", "1"],
-     "--datasets: pocket-shapes given more than once"),         # "pocket" stands for the suite anywhere
+    (["sweep", "--methods", "vtclip", "--datasets", "pocket", "pocket-objects", "--shots", "1"],
+     "--datasets: pocket-objects given more than once"),         # "pocket" stands for the suite anywhere
     (["sweep", "--methods", "vtclip", "--datasets", "pocket-shapez", "--shots", "1"], "Known datasets:"),
     (["sweep", "--methods", "vtclip", "--shots", "1", "--select", "heads=[1,2]", "--option", "heads=4"],
      "heads is given by --option and chosen by --select"),
@@ -130,5 +130,5 @@ def test_pretraining_refuses_a_folder_holding_files_it_did_not_write(tmp_path, c
 def test_a_data_root_that_a_dataset_does_not_read_is_flagged(tmp_path):
     from vtclip.experiments import load_task
 
-    with pytest.warns(UserWarning, match=r"--data-root .* is not used: pocket-shapes is a pocket dataset"):
-        load_task("pocket", "pocket-shapes", data_root=tmp_path, progress=False, test=False)
+    with pytest.warns(UserWarning, match=r"--data-root .* is not used: pocket-objects is a pocket dataset"):
+        load_task("pocket", "pocket-objects", data_root=tmp_path, progress=False, test=False)

@@ -86,7 +86,7 @@ def test_pocket_eval_write_to_a_folder_that_cannot_take_a_file_is_refused_before
     env = {**os.environ, "VTCLIP_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
     target = tmp_path / "full" / "zeroshot.json"
     target.parent.mkdir()
-    run = subprocess.run([sys.executable, "-m", "vtclip.cli", "pocket", "eval", "--datasets", "pocket-shapes",
+    run = subprocess.run([sys.executable, "-m", "vtclip.cli", "pocket", "eval", "--datasets", "pocket-objects",
                           "--limit", "16", "--write", str(target)], env=env, capture_output=True, text=True,
                          preexec_fn=_small_files_only, timeout=300)
     assert run.returncode == 2, run.stderr

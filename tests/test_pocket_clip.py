@@ -170,10 +170,10 @@ def test_cli_eval_prints_json_last_and_never_overwrites_its_file(capsys, tmp_pat
     from vtclip.cli import main
 
     out = tmp_path / "zeroshot.json"
-    argv = ["pocket", "eval", "--datasets", "pocket-shapes", "--limit", "16", "--json", "--write", str(out)]
+    argv = ["pocket", "eval", "--datasets", "pocket-objects", "--limit", "16", "--json", "--write", str(out)]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    row = result["datasets"]["pocket-shapes"]
+    row = result["datasets"]["pocket-objects"]
     assert result["backbone"] == "pocket" and row["n_test"] == 16 and row["chance"] == 12.5
     written = json.loads(out.read_text())
     assert written["datasets"] == result["datasets"] and written["weights"] == vt.load_clip("pocket").weights_tag
@@ -186,14 +186,14 @@ def test_cli_demo_json_has_the_contract_shape(capsys, tmp_path):
     from vtclip.cli import main
     from vtclip.sweep import load_records
 
-    assert main(["demo", "--smoke", "--seeds", "1", "2", "--datasets", "pocket-compositions", "--json",
+    assert main(["demo", "--smoke", "--seeds", "1", "2", "--datasets", "pocket-pairs", "--json",
                  "--out", str(tmp_path / "demo")]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["backbone"] == "pocket" and result["shots"] == 16 and result["seeds"] == [1, 2]
     assert result["preset"] == "smoke" and result["seconds"] > 0
-    row = result["datasets"]["pocket-compositions"]
+    row = result["datasets"]["pocket-pairs"]
     committed = json.loads((vt.settings.REPO_ROOT / "results" / "pocket" / "zeroshot.json").read_text())
-    assert abs(row["zeroshot"] - committed["datasets"]["pocket-compositions"]["top1"]) < 0.5
+    assert abs(row["zeroshot"] - committed["datasets"]["pocket-pairs"]["top1"]) < 0.5
     assert len(row["vtclip_seeds"]) == 2 and row["vtclip"] == pytest.approx(np.mean(row["vtclip_seeds"]), abs=0.01)
     assert row["vtclip_std"] == round(float(np.std(row["vtclip_seeds"])), 2)
     # one record per seed, in order: seeds 1 and 2 may score alike, so the table alone cannot show
@@ -206,7 +206,7 @@ def test_cli_demo_json_has_the_contract_shape(capsys, tmp_path):
     from vtclip.train import TrainConfig, evaluate
 
     clip = vt.load_clip("pocket")                                       # as the demo loads it
-    task = load_task(clip, "pocket-compositions", progress=False)
+    task = load_task(clip, "pocket-pairs", progress=False)
     assert row["chance"] == round(100 / task.spec.num_classes, 2)
     assert row["zeroshot"] == round(evaluate(ZeroShot(task.text, clip.logit_scale), task.test)["top1"], 2)
     for seed, acc in zip((1, 2), row["vtclip_seeds"], strict=True):

@@ -17,18 +17,18 @@ def _write(folder, method, dataset, shots, seed, top1, variant=None):
 
 def test_tables_average_seeds_and_count_zero_shot_once(tmp_path):
     for seed, acc in [(1, 70.0), (2, 80.0), (3, 90.0)]:
-        _write(tmp_path, "vtclip", "pocket-clutter", 16, seed, acc)
-        _write(tmp_path, "zeroshot", "pocket-clutter", 16, seed, 50.0)    # the sweep repeats it per cell
-    _write(tmp_path, "vtclip", "pocket-clutter", 1, 1, 55.0)
+        _write(tmp_path, "vtclip", "pocket-crowds", 16, seed, acc)
+        _write(tmp_path, "zeroshot", "pocket-crowds", 16, seed, 50.0)    # the sweep repeats it per cell
+    _write(tmp_path, "vtclip", "pocket-crowds", 1, 1, 55.0)
     for seed in (1, 2, 3):                                                  # a variant in the same folder
-        _write(tmp_path, "vtclip", "pocket-clutter", 16, seed, 10.0, variant="dropout0.5")
+        _write(tmp_path, "vtclip", "pocket-crowds", 16, seed, 10.0, variant="dropout0.5")
     (tmp_path / "zeroshot.json").write_text("{}")                           # not a record: ignored
     text = report.pocket_tables(tmp_path)
     assert "| **VT-CLIP** | 80.0 ± 8.2 | 80.0 |" in text
     assert "| zero-shot CLIP | 50.0 | 50.0 |" in text
-    assert "| pocket-clutter | 50.0 | 55.0 | 80.0 ± 8.2 |" in text
+    assert "| pocket-crowds | 50.0 | 55.0 | 80.0 ± 8.2 |" in text
     cells = report.cells(json.loads(p.read_text()) for p in tmp_path.glob("*seed*.json"))
-    assert cells["vtclip+dropout0.5", "pocket-clutter", 16] == [10.0] * 3          # its own cell, not blended
+    assert cells["vtclip+dropout0.5", "pocket-crowds", 16] == [10.0] * 3          # its own cell, not blended
 
 
 def test_tables_need_records(tmp_path):
@@ -39,8 +39,8 @@ def test_tables_need_records(tmp_path):
 def test_update_readme_rewrites_only_its_block(tmp_path):
     records = tmp_path / "records"
     records.mkdir()
-    _write(records, "vtclip", "pocket-clutter", 16, 1, 61.0)
-    _write(records, "zeroshot", "pocket-clutter", 16, 1, 50.0)
+    _write(records, "vtclip", "pocket-crowds", 16, 1, 61.0)
+    _write(records, "zeroshot", "pocket-crowds", 16, 1, 50.0)
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{report.START}\nstale table\n{report.END}\noutro\n")
     assert report.update_readme(readme, records) is True
@@ -56,8 +56,8 @@ def test_update_readme_rewrites_only_its_block(tmp_path):
 def test_command_line_checks_without_writing_and_regenerates(tmp_path, capsys):
     records = tmp_path / "records"
     records.mkdir()
-    _write(records, "vtclip", "pocket-clutter", 16, 1, 61.0)
-    _write(records, "zeroshot", "pocket-clutter", 16, 1, 50.0)
+    _write(records, "vtclip", "pocket-crowds", 16, 1, 61.0)
+    _write(records, "zeroshot", "pocket-crowds", 16, 1, 50.0)
     readme = tmp_path / "README.md"
     stale = f"intro\n{report.START}\nstale table\n{report.END}\noutro\n"
     readme.write_text(stale)

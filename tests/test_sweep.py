@@ -45,7 +45,7 @@ def test_sweep_resumes_records_failures_and_summarises(tiny_hf_dir, tmp_path):
 def test_an_interrupted_summary_leaves_the_previous_one_whole(tmp_path, monkeypatch):
     from vtclip.experiments import write_record
 
-    rec = {"method": "vtclip", "backbone": "pocket", "dataset": "pocket-shapes", "shots": 1, "top1": 50.0}
+    rec = {"method": "vtclip", "backbone": "pocket", "dataset": "pocket-objects", "shots": 1, "top1": 50.0}
     write_record({**rec, "seed": 1}, tmp_path)
     summarize(tmp_path)
     before = (tmp_path / "summary.csv").read_bytes()
@@ -75,9 +75,10 @@ def test_pocket_means_the_whole_suite():
     from vtclip.experiments import dataset_names
 
     suite = dataset_names(["pocket"])                           # the control first, then the gap datasets
-    assert suite == ["pocket-shapes", "pocket-backgrounds", "pocket-clutter", "pocket-compositions"]
+    assert suite == ["pocket-objects", "pocket-textures", "pocket-symbols", "pocket-pairs", "pocket-crowds",
+                     "pocket-sketches"]
     assert all(DATASETS[d].name == d for d in suite)
-    assert dataset_names(["pocket-clutter", "dtd"]) == ["pocket-clutter", "dtd"]      # names pass through
+    assert dataset_names(["pocket-crowds", "dtd"]) == ["pocket-crowds", "dtd"]      # names pass through
 
 
 def test_sweep_refuses_to_resume_records_of_other_weights(tiny_hf_dir, tmp_path):

@@ -2,7 +2,7 @@
 
 ``import vtclip as vt`` gives the pieces the book uses; see README.md for the map of modules.
 """
-from . import features, prompts, settings, train
+from . import features, prompts, settings, table, train
 from .backbones import KNOWN_BACKBONES, FrozenCLIP, ImageFeatures, WeightsUnavailableError, load_clip
 from .prompts import text_classifier, zero_shot_logits
 from .settings import get_device

@@ -58,7 +58,7 @@ def pocket_tables(folder: str | Path = POCKET_RESULTS, shots: int = 16) -> str:
     if not records:
         raise FileNotFoundError(f"no result records in {folder}; run `vtclip sweep --out {folder}` first")
     c = cells(records)
-    datasets = sorted({d for _, d, _ in c}, key=lambda d: (d != "pocket-shapes", d))
+    datasets = sorted({d for _, d, _ in c}, key=lambda d: (d != "pocket-objects", d))
     methods = [m for m in METHOD_ORDER if any(k[0] == m for k in c)]
     seeds = sorted({r["seed"] for r in records if r["method"] != "zeroshot"})
     head = "| method | " + " | ".join(d.removeprefix("pocket-") for d in datasets) + " | mean |"

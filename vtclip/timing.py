@@ -1,6 +1,6 @@
 """Training time per epoch of the trainable methods, side by side, in one process on one machine.
 
-``python -m vtclip.timing [--dataset pocket-compositions] [--shots 16] [--seed 1] [--out FILE]``
+``python -m vtclip.timing [--dataset pocket-pairs] [--shots 16] [--seed 1] [--out FILE]``
 
 Each method is built as a sweep builds it (same cached few-shot features, same defaults, on the
 backbone's device) and trained by the shared trainer (``train.fit``) with its own paper preset's
@@ -78,7 +78,7 @@ def check_request(dataset: str, methods, shots: int, seed: int) -> None:
     check_draw(shots, seed)
 
 
-def epoch_times(backbone: str = "pocket", dataset: str = "pocket-compositions", shots: int = 16,
+def epoch_times(backbone: str = "pocket", dataset: str = "pocket-pairs", shots: int = 16,
                 seed: int = 1, methods=METHODS, epochs: int = 10, rounds: int = 2) -> dict:
     """Median seconds per training epoch of each method and its ratio to VT-CLIP (one process)."""
     if epochs < 1 or rounds < 1:
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m vtclip.timing", description=__doc__.splitlines()[0])
     p.add_argument("--backbone", default="pocket")
-    p.add_argument("--dataset", default="pocket-compositions")
+    p.add_argument("--dataset", default="pocket-pairs")
     p.add_argument("--shots", type=int, default=16)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--methods", nargs="+", default=list(METHODS),

@@ -15,12 +15,9 @@ from .base import SPATIAL_MODES, FrozenCLIP, ImageFeatures, WeightsUnavailableEr
 from .hf import HF_MODELS, HFCLIPBackbone, load_hf_clip, sampled_digest
 from .openclip import OPEN_CLIP_MODELS, OpenCLIPBackbone, load_open_clip
 
-#: The shipped Pocket CLIP checkpoints (transformers format): ``pocket`` (world v1, what the book
-#: uses today) and ``pocket-v2`` (world v2, ``vtclip.pocket.world``), which takes the name ``pocket``
-#: once the book has moved to it (issue 20).
+#: The shipped Pocket CLIP checkpoint (transformers format, world v2: ``vtclip.pocket.world``).
 POCKET_DIR = settings.DATA_DIR / "pocket-clip"
-POCKET_DIRS = {"pocket": POCKET_DIR, "pocket-v2": settings.DATA_DIR / "pocket-clip-v2"}
-KNOWN_BACKBONES = (*OPEN_CLIP_MODELS, *HF_MODELS, *POCKET_DIRS)
+KNOWN_BACKBONES = (*OPEN_CLIP_MODELS, *HF_MODELS, "pocket")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -39,8 +36,8 @@ def load_clip(name: str, spatial: str = "raw", device: torch.device | str | None
     dtype = _DTYPES[precision]
     if name in OPEN_CLIP_MODELS:
         clip = load_open_clip(name, spatial, dtype, device)
-    elif name in POCKET_DIRS:
-        folder = POCKET_DIRS[name]
+    elif name == "pocket":
+        folder = POCKET_DIR
         if not (folder / "config.json").is_file():
             raise WeightsUnavailableError(
                 f"The Pocket CLIP checkpoint is missing from {folder}. It ships with the "

@@ -114,7 +114,7 @@ class BadImageError(OSError):
 class DatasetSpec:
     """Everything the pipeline needs to know about one dataset."""
 
-    name: str                                # registry key, e.g. "dtd", "pocket-clutter"
+    name: str                                # registry key, e.g. "dtd", "pocket-crowds"
     classnames: tuple[str, ...]              # class names in label order
     templates: tuple[str, ...]               # prompt templates with one "{}" for the class name
     build: Callable[..., LabeledImages]      # build(split, root) -> LabeledImages

@@ -18,7 +18,7 @@ RESULTS = settings.REPO_ROOT / "results" / "pocket" / "zeroshot.json"
 def cmd_pretrain(args) -> int:
     from .pretrain import PocketConfig, pretrain
 
-    base = PocketConfig.tiny() if args.tiny else PocketConfig.v2() if args.world == "v2" else PocketConfig.shipped()
+    base = PocketConfig.tiny() if args.tiny else PocketConfig.v1() if args.world == "v1" else PocketConfig.shipped()
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size,
                                    "seed": args.seed, "threads": args.threads}.items() if v is not None}
     for k, v in overrides.items():
@@ -115,8 +115,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--out", default=None, help="output directory (default data/pocket-clip)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/resume.pt")
     p.add_argument("--tiny", action="store_true", help="a tiny model (seconds; for tests)")
-    p.add_argument("--world", choices=("v1", "v2"), default="v1",
-                   help="v1: the shipped checkpoint's recipe; v2: data/pocket-clip-v2's (PocketConfig.v2)")
+    p.add_argument("--world", choices=("v1", "v2"), default="v2",
+                   help="v2: the shipped checkpoint's recipe (PocketConfig.shipped); v1: the retired "
+                        "first world's (PocketConfig.v1)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=cmd_pretrain)
 
@@ -130,8 +131,8 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("probe", help="feature breadth (linear probe vs zero-shot per scene attribute) "
-                                     "and headroom on the v2 datasets' val splits")
-    p.add_argument("--backbone", default="pocket-v2", help="backbone name or local CLIP directory")
+                                     "and headroom on the suite's val splits")
+    p.add_argument("--backbone", default="pocket", help="backbone name or local CLIP directory")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the result as JSON (never replaced)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=cmd_probe)

@@ -72,13 +72,14 @@ class PocketConfig:
     checkpoint_every: int = 250           # steps between resumable checkpoints
 
     @classmethod
-    def shipped(cls) -> "PocketConfig":
-        """The recipe of the checkpoint in ``data/pocket-clip`` (world v1)."""
+    def v1(cls) -> "PocketConfig":
+        """The recipe of Pocket CLIP v1 (world v1: one shape on six textures, 2000 steps), shipped
+        until issue 20 replaced it (git history keeps its checkpoint)."""
         return cls()
 
     @classmethod
-    def v2(cls) -> "PocketConfig":
-        """The recipe of ``data/pocket-clip-v2``: world v2 (``world``), broad scenes, captions in
+    def shipped(cls) -> "PocketConfig":
+        """The recipe of the checkpoint in ``data/pocket-clip``: world v2 (``world``), broad scenes, captions in
         everyday and rare words, 3600 steps.
 
         Batches come in groups of 4 scenes of one object on different backgrounds, at different

@@ -112,7 +112,7 @@ def headroom(clip, names=None) -> dict:
     from .suite import TASKS_BY_NAME
 
     rows = {}
-    for name in names or [n for n, t in TASKS_BY_NAME.items() if t.version == "v2"]:
+    for name in names or list(TASKS_BY_NAME):
         task = TASKS_BY_NAME[name]
         k = len(task.classnames)
         splits = {}
