@@ -424,3 +424,16 @@ def test_run_method_keeps_the_clip_adapter_alpha_best_on_val():
     assert model.alpha == ALPHA_GRID[best] and record["config"]["method"] == {"alpha": ALPHA_GRID[best]}
     _, val = fewshot_features(task, 2, 1, cfg.views, progress=False)
     assert evaluate(model, val)["top1"] == pytest.approx(max(scores), abs=0.01)   # scored on val
+
+
+def test_run_method_progress_false_silences_the_trainers_bar(tiny_hf, capsys):
+    """``progress=False`` reaches the trainer (``cfg.progress``), not only feature extraction."""
+    from vtclip.experiments import load_task, run_method
+
+    task = load_task(tiny_hf, "toy-colours", progress=False)
+    cfg = TrainConfig.smoke().replace(progress=True)
+    capsys.readouterr()
+    run_method(task, "vtclip", shots=2, seed=1, cfg=cfg, progress=False)
+    assert "train vtclip" not in capsys.readouterr().err
+    run_method(task, "vtclip", shots=2, seed=1, cfg=cfg, progress=True)
+    assert "train vtclip" in capsys.readouterr().err

@@ -99,10 +99,13 @@ def run_method(task: Task, method: str, shots: int, seed: int, cfg: TrainConfig 
     ``select`` ({option: [values]}, default ``methods.VAL_GRIDS[method]`` minus the options given)
     trains one model per combination and keeps the best on the val split (the first on ties); the
     record lists every candidate's val accuracy, and its ``train_seconds`` covers all of them.
+    ``progress=False`` turns off every bar: feature extraction's and the trainer's (``cfg.progress``).
     """
     from .methods import VAL_GRIDS
 
     cfg = (cfg or TrainConfig.paper(task.spec.name, shots, method)).replace(seed=seed)
+    if not progress:
+        cfg = cfg.replace(progress=False)
     train, val = fewshot_features(task, shots, seed, cfg.views, progress)
     ctx = task.context(train.to(task.clip.device), val.to(task.clip.device))
     grid = {k: list(v) for k, v in (VAL_GRIDS.get(method, {}) if select is None else select).items()
