@@ -43,6 +43,7 @@ FIGURES = {
     "ablations": lambda: plot.ablations({g: _ablation_rows([1, 2, 8]) for g in "abcde"},
                                         default={g: 8 for g in "abcde"}),
     "dev_curves": lambda: plot.dev_curves([_curve(v, d) for v in ("a", "b") for d in "wxyz"]),
+    "architecture": plot.architecture,
 }
 
 
@@ -105,5 +106,19 @@ def test_accuracy_vs_shots_into_a_callers_axes_keeps_its_layout():
             plot.accuracy_vs_shots(_rows(), "a", ax=axes[0])
         assert fig.get_layout_engine().__class__.__name__ == "ConstrainedLayoutEngine"
         assert not with_warnings, [str(w.message) for w in with_warnings]   # no stderr in a notebook
+    finally:
+        plt.close(fig)
+
+
+def test_the_architecture_diagrams_labels_do_not_overlap():
+    fig = plot.architecture()
+    try:
+        renderer = fig.canvas.get_renderer()
+        boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in _texts(fig)]
+        clashes = [(a, b) for i, (a, ba) in enumerate(boxes) for b, bb in boxes[i + 1:] if ba.overlaps(bb)]
+        assert not clashes, f"labels overlap: {clashes[:3]}"
+        inside = fig.bbox
+        outside = [t for t, b in boxes if b.x0 < inside.x0 or b.x1 > inside.x1 or b.y0 < inside.y0]
+        assert not outside, f"labels cut off at the figure's edge: {outside}"
     finally:
         plt.close(fig)

@@ -303,6 +303,67 @@ def _panels_done(fig, axes, ylabel: str, ncol: int | None = None) -> plt.Figure:
     return fig
 
 
+def architecture() -> plt.Figure:
+    """VT-CLIP at a glance: frozen CLIP towers (grey), the trained head (red), what flows between.
+
+    The class texts are the queries; the image's spatial map (before pooling) gives keys and values;
+    the head's update is added back onto the texts (the residual), and the logits are the cosine of
+    the pooled image feature with each visual-guided text, times CLIP's ``logit_scale``.
+    """
+    from matplotlib.patches import FancyBboxPatch
+
+    fig, ax = plt.subplots(figsize=(COLUMN, 3.1), layout="constrained")
+    ax.set(xlim=(0, 13.2), ylim=(-0.6, 6.2))
+    ax.axis("off")
+    frozen, trained = dict(fc="#e8e8e8", ec="#7f7f7f"), dict(fc="#fbe3e3", ec=METHOD_COLOURS["vtclip"])
+
+    def box(x, y, w, h, text, style=None, bold=False):
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.02,rounding_size=0.15",
+                                    lw=1.2, **(style or dict(fc="white", ec="0.3"))))
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=FONT,
+                weight="bold" if bold else "normal")
+
+    def arrow(a, b, text="", offset=(0, 0.1), color="0.25"):
+        ax.annotate("", xy=b, xytext=a, arrowprops=dict(arrowstyle="-|>", lw=1.1, color=color))
+        if text:
+            ax.text((a[0] + b[0]) / 2 + offset[0], (a[1] + b[1]) / 2 + offset[1], text,
+                    ha="center", va="bottom", fontsize=FONT, color="0.2")
+
+    box(0.1, 4.6, 1.5, 1.0, "image")
+    box(2.3, 4.6, 2.2, 1.0, "image encoder\n(frozen)", frozen)
+    arrow((1.6, 5.1), (2.3, 5.1))
+    box(0.1, 0.5, 1.5, 1.0, "K class\nprompts")
+    box(2.3, 0.5, 2.2, 1.0, "text encoder\n(frozen)", frozen)
+    arrow((1.6, 1.0), (2.3, 1.0))
+    # the head: self-attention among the texts, cross-attention to the map, feed-forward
+    ax.add_patch(FancyBboxPatch((5.4, 0.25), 3.9, 3.6, boxstyle="round,pad=0.02,rounding_size=0.2",
+                                lw=1.4, ls="--", fc="none", ec=METHOD_COLOURS["vtclip"]))
+    ax.text(7.35, 3.55, "VT-CLIP head (trained)", ha="center", fontsize=FONT,
+            color=METHOD_COLOURS["vtclip"], weight="bold")
+    box(5.7, 0.5, 1.6, 0.8, "self-attn\n(texts)", trained)
+    box(5.7, 1.9, 3.3, 1.0, "cross-attention\n(texts look at the map)", trained)
+    box(7.6, 0.5, 1.4, 0.8, "FFN", trained)
+    arrow((4.5, 1.0), (5.7, 0.9))
+    ax.text(5.1, 1.15, "$T$ (K×D)", ha="center", va="bottom", fontsize=FONT, color="0.2")
+    arrow((6.5, 1.3), (6.5, 1.9))
+    arrow((8.3, 1.9), (8.3, 1.3))
+    arrow((4.5, 5.1), (10.2, 5.1), "pooled $v$ (D)")
+    arrow((3.4, 4.6), (6.9, 2.9))
+    ax.text(3.3, 3.3, "spatial map\n$V_s$ (HW×C)", ha="center", va="center", fontsize=FONT,
+            color="0.2")
+    # residual and the classifier
+    box(9.7, 0.5, 0.7, 0.8, "+")
+    arrow((9.0, 0.9), (9.7, 0.9))
+    ax.plot([5.0, 5.0, 10.05], [1.0, 0.0, 0.0], color="0.45", lw=1.0, ls=":")
+    arrow((10.05, 0.0), (10.05, 0.5), color="0.45")
+    ax.text(7.35, -0.1, "residual: $T$ + update", ha="center", va="top", fontsize=FONT,
+            color="0.35")
+    box(10.2, 4.6, 2.9, 1.0, "cosine × logit scale\n→ K logits")
+    arrow((10.05, 1.3), (11.0, 4.6))
+    ax.text(10.8, 2.7, "visual-guided\ntexts", ha="left", va="center", fontsize=FONT, color="0.2")
+    return fig
+
+
 def explained(image, attention, classnames: Sequence[str], grid, before, after, top: int = 4,
               label: int | None = None, shown: Sequence[int] | None = None) -> plt.Figure:
     """The paper's Figure-1 view of one image: class scores before (zero-shot texts) and after
