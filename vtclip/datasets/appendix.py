@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .. import settings
 from .base import DATASETS
+from .get import BY_HAND, TORCHVISION
 from .real import LAYOUTS, Layout
 from .real_readers import IMAGENET_VAL_PER_CLASS
 
@@ -34,14 +35,20 @@ CONTENTS = {
     "ucf101": ["<Action_Name>/<video>.jpg   (one middle frame per video, e.g. Apply_Eye_Makeup/)"],
 }
 
+#: What `vtclip data get` leaves to the reader, where torchvision's download is not the whole dataset.
+FETCH_NOTE = {
+    "sun397": "torchvision fetches the images only; without CoOp's split file, Partitions.zip is needed too",
+}
+
 INTRO = """# Getting the datasets
 
 *Where the 11 datasets of CoOp's few-shot protocol go, where to get them, and how vtclip splits them.*
 
-This page is generated from the dataset registry by `python -m vtclip.datasets.appendix`; edit the
-registry (`vtclip/datasets/real.py`: each dataset's folder layout, source and split) or the page's
-prose (`vtclip/datasets/appendix.py`), not this page. The book's chapters run on the built-in Pocket
-datasets and need none of this; the real datasets are for runs with pretrained CLIP on a GPU.
+% Generated from the dataset registry by `python -m vtclip.datasets.appendix`: edit the registry
+% (vtclip/datasets/real.py) or the prose (vtclip/datasets/appendix.py), not this page.
+
+The book's chapters run on the built-in Pocket datasets and need none of this; the real datasets are
+for runs with pretrained CLIP on a GPU.
 
 ## Where the files go
 
@@ -49,14 +56,23 @@ Every dataset lives in its own folder under the **data root**: `$VTCLIP_HOME/dat
 `~/.cache/vtclip/data`), or the folder given by `--data-root DIR` on the command line, or
 `root=` in Python (`vt.datasets.get_dataset("dtd").split("train", root="/data")`). Inside, the
 layout is that of CoOp's `DATASETS.md`; where torchvision's download layout differs, vtclip
-reads that one too (below, `$DATA` stands for the data root). Two commands tell you where
-things stand:
+reads that one too (below, `$DATA` stands for the data root). Four commands fetch the files and
+tell you where things stand:
 
 ```bash
+vtclip data get dtd            # download with torchvision, fetch CoOp's split file, then check
 vtclip data list               # every dataset: classes, sizes, where it looks, present or not
 vtclip data check dtd          # what is missing for one dataset, the exact paths, how to get it
 vtclip data check dtd --images # also decode every image and list the unreadable ones
 ```
+
+`vtclip data get NAME` fetches the datasets that torchvision can download:
+GETLIST.
+It uses torchvision's own downloader, into a layout vtclip reads, then fetches CoOp's split file
+from Google Drive into the dataset's folder; when Google Drive refuses, it says so, names the file
+and where it goes, and vtclip makes the split by CoOp's rule until it is there. It ends with the
+report of `vtclip data check`.
+For HANDLIST it says where to get the files and where to put them.
 
 `vtclip data check` exits with a non-zero code while something is missing. Loading a dataset that
 is not there raises a `FileNotFoundError` with the same paths and instructions.
@@ -183,19 +199,35 @@ def _section(lay: Layout) -> list[str]:
             f"`{lay.folders[0]}/` (no `{lay.image_dirs[0]}/`)" for d in lay.image_dirs[1:]]
     if alt:
         out.append("- Also read: " + "; ".join(alt) + ".")
-    if lay.torchvision:
-        target = "$DATA/imagenet" if lay.name == "imagenet" else "$DATA"
-        note = (" (unpacks ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz"
-                " placed there; run it with `split='val'` too)" if lay.name == "imagenet" else "")
-        call = f"{lay.torchvision}('{target}')" if lay.name == "imagenet" else \
-            f"{lay.torchvision}('{target}', download=True)"
-        out.append(f"- With torchvision: `python -c \"import torchvision; torchvision.datasets.{call}\"`{note}.")
+    out += _fetch(lay)
     return out + ["", "```text", *_tree(lay), "```", ""]
+
+
+def _fetch(lay: Layout) -> list[str]:
+    """How to fetch it: `vtclip data get NAME`, or why not and what torchvision can do instead."""
+    if lay.name in TORCHVISION:
+        note = f" ({FETCH_NOTE[lay.name]})" if lay.name in FETCH_NOTE else ""
+        return [f"- Fetch: `vtclip data get {lay.name}`{note}."]
+    out = [f"- Fetch by hand: `vtclip data get` cannot ({BY_HAND[lay.name]})."]
+    if lay.name == "imagenet":
+        out.append(f"- With torchvision: `python -c \"import torchvision; torchvision.datasets.{lay.torchvision}"
+                   "('$DATA/imagenet')\"` (unpacks ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar and "
+                   "ILSVRC2012_devkit_t12.tar.gz placed there; run it with `split='val'` too).")
+    return out
+
+
+def _names(names: list[str]) -> str:
+    """'a, b and c'."""
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
 
 
 def render() -> str:
     """The whole appendix as MyST markdown."""
-    parts = [INTRO.replace("VALPER", str(IMAGENET_VAL_PER_CLASS)), *_table(), "## Dataset by dataset", ""]
+    names = [lay.name for lay in LAYOUTS]
+    intro = (INTRO.replace("VALPER", str(IMAGENET_VAL_PER_CLASS))
+             .replace("GETLIST", _names([f"`{n}`" for n in names if n in TORCHVISION]))
+             .replace("HANDLIST", _names([f"`{n}`" for n in names if n in BY_HAND])))
+    parts = [intro, *_table(), "## Dataset by dataset", ""]
     for lay in LAYOUTS:
         parts += _section(lay)
     return "\n".join(parts) + "\n" + OUTRO

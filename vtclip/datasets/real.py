@@ -44,6 +44,7 @@ class Layout:
     torchvision: str = ""            # torchvision.datasets class whose download gives a layout read here
     terms: str = ""                  # licence / terms of use, as stated by the dataset's authors
     paper: str = ""                  # the dataset's paper
+    note: str = ""                   # how the unpacked files must sit, where easy to get wrong ({folder})
 
     @property
     def split_file(self) -> str:
@@ -93,7 +94,10 @@ LAYOUTS: tuple[Layout, ...] = (
            rd.read_sun397, _TRAINVAL + "; partition 01", (15880, 3970, 19850),
            ("http://vision.princeton.edu/projects/2010/SUN/SUN397.tar.gz",
             "https://vision.princeton.edu/projects/2010/SUN/download/Partitions.zip"),
-           _GDRIVE.format("1y2RD81BYuiyvebdN-JymPfyWYcd8_MUq"), "", _RESEARCH, "Xiao et al., CVPR 2010"),
+           _GDRIVE.format("1y2RD81BYuiyvebdN-JymPfyWYcd8_MUq"), "", _RESEARCH, "Xiao et al., CVPR 2010",
+           "Layout: {folder}/SUN397/<letter>/<class>/*.jpg, e.g. SUN397/a/abbey/: unpack SUN397.tar.gz "
+           "inside {folder}, not beside it.\nWithout CoOp's split file, also Training_01.txt and "
+           "Testing_01.txt from Partitions.zip, directly in {folder} (not in a sub-folder)."),
     Layout("dtd", "Describable Textures (DTD)", "DescribableTextures", ("dtd", "dtd/dtd"), ("images",), (), (),
            rd.read_class_folders("dtd"), _PER_CLASS, (2820, 1128, 1692),
            ("https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz",),
@@ -169,6 +173,7 @@ def how_to_get(layout: Layout, root: str | Path | None = None, folder: Path | No
     to download them from; the check command names ``root`` when one is given."""
     folder = folder or data_root(root) / layout.folders[0]
     lines = [f"Put {layout.title} in {folder} (CoOp's layout; see the appendix 'Getting the datasets').",
+             *([layout.note.format(folder=folder)] if layout.note else []),
              "Download: " + "; ".join(layout.urls)]
     if layout.split_url:
         lines.append(f"CoOp's split file: {layout.split_url} -> {folder / layout.split_file}")
