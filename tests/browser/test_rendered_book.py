@@ -204,3 +204,33 @@ def test_figures_are_shown_near_their_natural_width(browser, doc):
 def test_no_visible_assert_or_glue(browser, doc):
     shown = layout_problems(browser, doc)["plumbing"]
     assert not shown, f"{doc}: {len(shown)} visible code cell(s) with assert/glue (hide or move them): {shown[:3]}"
+
+
+def test_the_explorer_slider_changes_the_picture(browser):
+    """Chapter 7's explorer is drawn from saved widget state: moving its slider must show another
+    precomputed picture, with no kernel (issue 21 item 6)."""
+    doc = "book/07_ablations_and_attention"
+    page, errors, _ = open_page(browser, doc)
+    try:
+        slider = page.locator(".jupyter-widgets .widget-slider").first
+        _need(slider.count() == 1, f"{doc}: no slider drawn (is the widget state saved?)")
+        page.wait_for_timeout(500)
+
+        def shown():        # the src of the visible image(s) of the explorer's stack
+            return page.evaluate(
+                "() => [...document.querySelectorAll('.jupyter-widgets img')]"
+                ".filter(i => i.offsetParent !== null && i.getBoundingClientRect().height > 0)"
+                ".map(i => i.src.slice(-64))")
+
+        first = shown()
+        assert len(first) == 1, f"{doc}: {len(first)} explorer pictures visible, expected 1"
+        handle = page.locator(".jupyter-widgets .noUi-handle, .jupyter-widgets .ui-slider-handle").first
+        handle.focus()
+        for _ in range(3):
+            page.keyboard.press("ArrowRight")
+        page.wait_for_timeout(300)
+        second = shown()
+        assert len(second) == 1 and second != first, f"{doc}: the slider did not change the picture"
+        assert not [e for e in errors if "pageerror" in e], errors
+    finally:
+        page.close()
