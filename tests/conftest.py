@@ -12,9 +12,13 @@ import torch
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path, monkeypatch):
-    """Every test gets its own VTCLIP_HOME: no test reads or writes the user's cache."""
-    monkeypatch.setenv("VTCLIP_HOME", str(tmp_path / "vtclip_home"))
+def _isolated_home(tmp_path):
+    """Every test gets its own VTCLIP_HOME: no test reads or writes the user's cache. Set through a
+    MonkeyPatch of its own, so a test's ``monkeypatch.undo()`` (which undoes everything its fixture
+    did) cannot put the user's cache back in the middle of the test."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VTCLIP_HOME", str(tmp_path / "vtclip_home"))
+        yield
 
 
 def tiny_open_clip_model(seed: int = 0):
@@ -111,3 +115,24 @@ def folder_with_a_corrupt_image(root, split: str = "test"):
     bad.write_bytes(b"these bytes are not a PNG file\n" * 4)
     n_files = sum(1 for f in (root / split).rglob("*") if f.is_file())
     return root.resolve(), bad.resolve(), n_files
+
+
+def fake_hub_download(cache, repo_id: str, folder, commit: str = "a" * 40):
+    """Lay ``folder``'s files out in the hub's download cache ``cache`` as ``hf_hub_download`` does
+    (``snapshots/<commit>/<file>`` linking to ``blobs/<SHA-256>``, ``refs/main`` naming the commit),
+    so that an offline ``from_pretrained(repo_id)`` reads them. Returns the snapshot folder."""
+    import hashlib
+    from pathlib import Path
+
+    repo = Path(cache) / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs").mkdir(exist_ok=True)
+    snapshot.mkdir(parents=True)
+    for f in sorted(Path(folder).iterdir()):
+        data = f.read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        (repo / "blobs" / sha).write_bytes(data)
+        (snapshot / f.name).symlink_to(Path("..", "..", "blobs", sha))
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot

@@ -1,6 +1,8 @@
 """Backbone adapters against the reference libraries' own forward passes (tiny random models)."""
 from __future__ import annotations
 
+import json
+
 import open_clip
 import pytest
 import torch
@@ -367,6 +369,62 @@ def test_a_checkpoint_replaced_under_a_hub_name_gets_another_tag_and_features(tm
     assert not torch.allclose(fa.pooled, fb.pooled)                     # not the old checkpoint's features
 
 
+def test_a_new_revision_of_a_hub_download_gets_another_tag_and_features(tmp_path, monkeypatch):
+    """A hub download is tagged with the digest of the snapshot it was read from (it was the bare repo
+    id, so a new revision of the repo kept the old revision's cached features)."""
+    from conftest import fake_hub_download, tiny_hf_clip_dir
+
+    from vtclip import features
+    from vtclip.backbones.digest import folder_digest
+    from vtclip.datasets import get_dataset
+
+    monkeypatch.setenv("VTCLIP_HOME", str(tmp_path))
+    repo_id, ds = "openai/clip-vit-base-patch16", get_dataset("toy-colours").split("test")
+
+    def load_and_extract():
+        clip = vt.load_clip("ViT-B/16", device="cpu")
+        return clip.weights_tag, features.extract(clip, ds, dataset_name="toy-colours", split="test", indices=[0, 1],
+                                                  num_workers=0, progress=False)
+
+    fake_hub_download(tmp_path / "hub", repo_id, tiny_hf_clip_dir(tmp_path / "rev-a", seed=0), "a" * 40)
+    tag_a, fa = load_and_extract()
+    assert tag_a == f"{repo_id}:{folder_digest(tmp_path / 'rev-a')}"     # the same files placed by hand: same tag
+    fake_hub_download(tmp_path / "hub", repo_id, tiny_hf_clip_dir(tmp_path / "rev-b", seed=1), "b" * 40)
+    tag_b, fb = load_and_extract()                                      # refs/main now names revision b
+    assert tag_b.startswith(f"{repo_id}:") and tag_a != tag_b
+    assert not torch.allclose(fa.pooled, fb.pooled)                     # not the old revision's features
+    assert len(list((tmp_path / "features" / "toy-colours").iterdir())) == 2
+
+
+def test_an_altered_hub_copy_of_rn50_gets_another_tag(tmp_path, monkeypatch):
+    """OpenAI's RN50 from the hub's download cache is "openai" as the hub served it; bytes that differ from
+    what the hub served (its SHA-256, the blob's name) get a digest tag, and so new cache entries."""
+    from conftest import fake_hub_download
+
+    from vtclip import features
+    from vtclip.datasets import get_dataset
+
+    monkeypatch.setenv("VTCLIP_HOME", str(tmp_path))
+    (tmp_path / "download").mkdir()
+    weights = _random_rn50_file(tmp_path / "download" / "open_clip_pytorch_model.bin", seed=0)
+    snapshot = fake_hub_download(tmp_path / "hub", "timm/resnet50_clip.openai", weights.parent)
+    ds = get_dataset("toy-colours").split("test")
+
+    def load_and_extract():
+        clip = vt.load_clip("RN50", device="cpu")
+        return clip.weights_tag, features.extract(clip, ds, dataset_name="toy-colours", split="test", indices=[0, 1],
+                                                  num_workers=0, progress=False)
+
+    tag_a, fa = load_and_extract()
+    assert tag_a == "openai"
+    blob = (snapshot / weights.name).resolve()
+    _random_rn50_file(tmp_path / "other.bin", seed=1)
+    blob.write_bytes((tmp_path / "other.bin").read_bytes())             # the cached file overwritten
+    tag_b, fb = load_and_extract()
+    assert tag_b.startswith("altered:open_clip_pytorch_model.bin:")
+    assert not torch.allclose(fa.pooled, fb.pooled)
+
+
 def test_the_digest_cache_never_serves_a_changed_file(tmp_path):
     import os
 
@@ -446,6 +504,47 @@ def test_a_folder_that_holds_no_clip_says_so_and_prints_no_load_report(tmp_path,
         vt.load_clip(str(clip), device="cpu")
     out, errs = capfd.readouterr()
     assert "LOAD REPORT" not in out + errs and len(out + errs) < 200   # our one message, not transformers' report
+
+
+def _save_bert(folder):
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(folder)
+
+
+def _save_clip_vision_tower(folder):
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                     image_size=32, patch_size=8)).save_pretrained(folder)
+
+
+def _save_config_without_model_type(folder):
+    from conftest import tiny_hf_clip_dir
+
+    tiny_hf_clip_dir(folder)
+    (folder / "config.json").write_text(json.dumps({"hidden_size": 32}))
+
+
+@pytest.mark.parametrize("make, what", [(_save_bert, "describes a 'bert' model"),
+                                        (_save_clip_vision_tower, "describes a 'clip_vision_model' model"),
+                                        (_save_config_without_model_type, "names no model_type")])
+@pytest.mark.parametrize("placed", ["by path", "under a hub name"])
+def test_a_folder_that_is_not_a_clip_is_one_message_naming_it(make, what, placed, tmp_path, monkeypatch, capfd):
+    """One message naming the folder's config.json and what it describes; nothing of transformers' own
+    (its load report of a model that does not fit runs to 85 lines)."""
+    monkeypatch.setenv("VTCLIP_HOME", str(tmp_path / "home"))
+    hub_name = tmp_path / "home" / "weights" / "openai--clip-vit-base-patch16"      # ViT-B/16 placed by hand
+    folder = tmp_path / "not-a-clip" if placed == "by path" else hub_name
+    make(folder)
+    capfd.readouterr()
+    with pytest.raises(WeightsUnavailableError) as err:
+        vt.load_clip(str(folder) if placed == "by path" else "ViT-B/16", device="cpu")
+    msg = str(err.value)
+    assert msg.startswith(f"{folder / 'config.json'} {what}, not a CLIP.") and _short(msg)
+    out, errs = capfd.readouterr()
+    assert out + errs == ""
 
 
 def test_preprocess_matches_the_processor_on_rgba_images(tiny_hf):

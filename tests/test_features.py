@@ -369,3 +369,32 @@ def test_an_entry_altered_after_it_was_written_is_refused_naming_its_folder(tiny
             _extract(tiny_hf, toy_test, tmp_path, indices=range(6), views=2, augment=True, mmap=mmap)
         assert {"labels": "labels.npy differs", "pooled": "pooled.npy differ", "spatial": "spatial.npy differ",
                 "grid": "grid (2, 2)"}[alter] in str(err.value)
+
+
+def test_an_entry_from_before_transparency_was_composited_on_white_is_not_reused(tiny_hf, tmp_path, monkeypatch):
+    """Entries written before b8964f8 hold the features of transparent pixels as they were stored (here
+    black); the format bump keeps them from being served, and the next extraction says they are there."""
+    from PIL import Image
+
+    from vtclip.datasets import base
+    from vtclip.datasets.base import ImageFiles
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    pixels = np.zeros((32, 32, 4), np.uint8)
+    pixels[8:24, 8:24] = (200, 30, 30, 255)                              # a red square on transparent black
+    Image.fromarray(pixels, "RGBA").save(root / "a.png")
+    Image.new("RGB", (32, 32), "blue").save(root / "b.png")
+    ds = ImageFiles(root, ["a.png", "b.png"], [0, 1], ["red", "blue"])
+    kw = dict(dataset_name="mine", split="test", cache_dir=tmp_path / "cache", num_workers=0, progress=False)
+    with monkeypatch.context() as old:                                  # the code before b8964f8, format 1
+        old.setattr(base, "to_rgb", lambda im: im.convert("RGB"))
+        old.setattr(features, "CACHE_FORMAT", 1)
+        stale = features.extract(tiny_hf, ds, **kw)
+    old_entries = rf"written by an older vtclip \(cache format < {features.CACHE_FORMAT}\) are not reused: 1 in .*mine"
+    with pytest.warns(UserWarning, match=old_entries):
+        now = features.extract(tiny_hf, ds, **kw)
+    right = features.extract(tiny_hf, ds, **{**kw, "cache": False})
+    torch.testing.assert_close(now.pooled, right.pooled)                # computed again, not the old entry
+    assert not torch.allclose(stale.pooled[0, 0], now.pooled[0, 0])
+    assert len(list((tmp_path / "cache" / "mine").iterdir())) == 2       # the old entry is left in place

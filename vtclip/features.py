@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,11 @@ from . import settings
 from .backbones.hf import ToRGB
 from .datasets.base import BadImageError
 
-CACHE_FORMAT = 1   # bump when the layout of an entry changes
+#: Bumped when the layout of an entry, or what the same key's features are, changes; an entry of an
+#: older format is never reused (the format is part of its key). 1: the first. 2: image files with
+#: transparency composited onto white and 16-bit ones scaled to 8 bits (a726403, b8964f8; format-1
+#: entries of such images hold the features of other pixels).
+CACHE_FORMAT = 2
 
 
 @dataclass
@@ -346,6 +351,8 @@ def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views
     transform = view_transform(clip, dataset, augment)
     workers = num_workers if num_workers is not None else \
         0 if views * len(indices) <= batch_size else default_workers()   # one batch: a worker only adds its start
+    if cache:
+        warn_outdated(entry.parent)
     tmp = _new_tmp(entry) if cache else None
     try:
         pooled, spatial, grid = encode_views(clip, dataset, indices, transform, views,
@@ -363,6 +370,34 @@ def extract(clip, dataset, *, dataset_name: str, split: str, indices=None, views
             raise _no_space(entry.parent, None, None) from err
         raise
     return load_entry(entry, key, mmap=mmap)
+
+
+def outdated_entries(folder: Path) -> list[Path]:
+    """The entries in a dataset's cache folder written in an older ``CACHE_FORMAT`` (never reused)."""
+    old = []
+    for meta in Path(folder).glob("*/meta.json"):
+        try:
+            fmt = json.loads(meta.read_text())["key"]["format"]
+        except (OSError, ValueError, KeyError, TypeError):   # damaged: load_entry names it when asked for
+            continue
+        if isinstance(fmt, int) and fmt < CACHE_FORMAT:
+            old.append(meta.parent)
+    return sorted(old)
+
+
+def warn_outdated(folder: Path) -> None:
+    """Say, once per folder and process, how much space entries of an older format take there: they
+    are not deleted (a cache may be shared with an older vtclip), and nothing will read them again."""
+    old = outdated_entries(folder) if folder not in _WARNED else []
+    if old:
+        _WARNED.add(folder)
+        size = sum(f.stat().st_size for e in old for f in e.iterdir() if f.is_file())
+        warnings.warn(f"Feature cache entries written by an older vtclip (cache format < {CACHE_FORMAT}) are not "
+                      f"reused: {len(old)} in {folder}, {_gib(size)}. Their features are computed again; delete "
+                      "those folders (their meta.json says \"format\") to free the space.", stacklevel=3)
+
+
+_WARNED: set[Path] = set()
 
 
 def default_workers() -> int:

@@ -202,9 +202,10 @@ def check_folder(folder: Path) -> None:
             raise WeightsUnavailableError(f"{config} is not a JSON config ({_first_line(err)}); copy the "
                                           "checkpoint's config.json again.") from err
         if model_type != "clip":
+            what = f"describes a {model_type!r} model" if model_type else "names no model_type"
             raise WeightsUnavailableError(
-                f"{config} describes a {model_type!r} model, not a CLIP. Point load_clip at a transformers "
-                "CLIPModel checkpoint (model_type \"clip\", as CLIPModel.save_pretrained writes it).")
+                f"{config} {what}, not a CLIP. Point load_clip at a transformers CLIPModel checkpoint "
+                "(model_type \"clip\", as CLIPModel.save_pretrained writes it).")
     for f in sorted(folder.glob("*.safetensors")):
         problem = _safetensors_problem(f)
         if problem:
@@ -249,16 +250,30 @@ def _first_line(err: Exception, limit: int = 200) -> str:
 
 
 def weights_tag_of(folder: Path, repo_id: str | None) -> str:
-    """The weights tag of a checkpoint: the digest of its folder's contents when it is read from one.
+    """The weights tag of a checkpoint: the digest of the contents of the folder it is read from.
 
     A folder given by path is ``local:<name>:<digest>``; a hub model placed by hand in
     ``$VTCLIP_HOME/weights/<org>--<name>`` is ``<repo id>:<digest>`` (it was the bare repo id, so a
-    replaced checkpoint there kept its tag and its cached features); a hub download is its repo id
-    (the hub's files of a repo are what its id names).
+    replaced checkpoint there kept its tag and its cached features); a hub download is
+    ``<repo id>:<digest>`` of the snapshot folder it was read from (it was the bare repo id too, so a
+    new revision of the repo, or a file of the download cache replaced, kept the old features). The
+    same files placed by hand or downloaded give the same tag.
     """
     if repo_id is None:
         return f"local:{folder.resolve().name}:{weights_digest(folder)}"
-    return f"{repo_id}:{weights_digest(folder)}" if folder.is_dir() else repo_id
+    if folder.is_dir():
+        return f"{repo_id}:{weights_digest(folder)}"
+    snapshot = hub_snapshot(repo_id)
+    return f"{repo_id}:{weights_digest(snapshot)}" if snapshot is not None else repo_id
+
+
+def hub_snapshot(repo_id: str) -> Path | None:
+    """The folder of the download cache that ``from_pretrained(repo_id)`` reads (the revision the
+    cache's ``refs/main`` names), or None if there is none."""
+    from huggingface_hub import try_to_load_from_cache
+
+    config = try_to_load_from_cache(repo_id, "config.json", cache_dir=str(settings.home("hub")))
+    return Path(config).parent if isinstance(config, str) else None      # else None or "cached as absent"
 
 
 def weights_digest(folder: Path) -> str:

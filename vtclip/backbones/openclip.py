@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Sequence
@@ -134,14 +135,51 @@ def _key_summary(text: str) -> str:
     return "; ".join(parts) or "other names or shapes"
 
 
-def weights_tag_of(name: str, local: Path) -> str:
-    """``openai`` for OpenAI's weights (the hub's copy, or a local file with OpenAI's published SHA-256);
-    ``local:<file>:<digest>`` for any other local file, so that replacing it changes every cache key and
-    record (it was tagged ``openai`` whatever it held)."""
-    if not local.is_file():
+def weights_tag_of(name: str, local: Path, hub_copy: Path | None = None) -> str:
+    """``openai`` for OpenAI's weights: a local file with OpenAI's published SHA-256, or the hub's copy
+    (``hub_copy``, in the download cache) as the hub served it; ``local:<file>:<digest>`` for any other
+    local file and ``altered:<file>:<digest>`` for a hub copy whose bytes are not the ones the hub
+    served, so that replacing either changes every cache key and record (a local file was tagged
+    ``openai`` whatever it held)."""
+    if local.is_file():
+        sha = file_sha256(local)
+        return "openai" if sha == OPENAI_SHA256[name] else f"local:{local.name}:{sha[:12]}"
+    served = _served_sha256(hub_copy) if hub_copy is not None else None
+    if served is None:    # open_clip's download from OpenAI's URL (it checks the SHA-256), or a cache of copies
         return "openai"
-    sha = file_sha256(local)
-    return "openai" if sha == OPENAI_SHA256[name] else f"local:{local.name}:{sha[:12]}"
+    sha = file_sha256(hub_copy)
+    return "openai" if sha == served else f"altered:{hub_copy.name}:{sha[:12]}"
+
+
+def _served_sha256(path: Path) -> str | None:
+    """The SHA-256 the hub served a file of its download cache with, or None where the cache cannot say.
+
+    The snapshot's file is a link to ``blobs/<etag>``, and a large (LFS) file's etag is its SHA-256
+    (the hub's cache layout; ``blobs/<etag>`` may link on to a shared store, so only the first link
+    is read). A cache that holds copies instead of links (e.g. on Windows) cannot say.
+    """
+    try:
+        etag = Path(os.readlink(path)).name
+    except OSError:
+        return None
+    return etag if re.fullmatch(r"[0-9a-f]{64}", etag) else None
+
+
+def find_hub_copy(name: str, cache: Path) -> Path | None:
+    """The file in the download cache that open_clip loads OpenAI's weights of ``name`` from (its
+    safetensors version first, as open_clip looks), or None if there is none."""
+    from huggingface_hub import try_to_load_from_cache
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+    from open_clip.pretrained import get_pretrained_cfg
+
+    repo, filename = os.path.split(get_pretrained_cfg(name, "openai").get("hf_hub", ""))   # "org/repo/", file
+    filename = filename or HF_WEIGHTS_NAME
+    candidates = ([HF_SAFE_WEIGHTS_NAME] if filename == HF_WEIGHTS_NAME else []) + [filename]
+    for f in candidates if repo else []:
+        found = try_to_load_from_cache(repo, f, cache_dir=str(cache))
+        if isinstance(found, str):                   # else None or "cached as absent"
+            return Path(found)
+    return None
 
 
 @contextlib.contextmanager
@@ -188,6 +226,6 @@ def load_open_clip(name: str, spatial: str = "raw", dtype: torch.dtype = torch.f
             f"'open_clip_pytorch_model.bin' from the hub repo timm/{name.lower().replace('rn', 'resnet')}"
             f"_clip.openai) on a machine with internet and copy it to {local}."
         ) from err
-    tag = weights_tag_of(name, local) if pretrained else "random"
+    tag = weights_tag_of(name, local, find_hub_copy(name, cache)) if pretrained else "random"
     tokenizer = open_clip.get_tokenizer(name)
     return OpenCLIPBackbone(model, preprocess, tokenizer, name, tag, spatial, dtype)
