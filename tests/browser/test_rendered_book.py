@@ -161,9 +161,6 @@ LAYOUT_JS = """() => {
   };
 }"""
 
-NOT_YET = pytest.mark.xfail(strict=False, reason="issue 21: chapters not yet reformatted")
-
-
 def layout_problems(browser, doc: str) -> dict:
     page, _, _ = open_page(browser, doc)
     try:
@@ -183,7 +180,6 @@ def test_chapter_has_a_colab_link(browser, doc):
         page.close()
 
 
-@NOT_YET
 @pytest.mark.parametrize("doc", chapters())
 def test_nothing_overflows_the_column(browser, doc):
     found = layout_problems(browser, doc)
@@ -192,14 +188,12 @@ def test_nothing_overflows_the_column(browser, doc):
         f"{len(v)} {k} (e.g. {v[0]!r})" for k, v in over.items())
 
 
-@NOT_YET
 @pytest.mark.parametrize("doc", chapters())
 def test_figures_are_shown_near_their_natural_width(browser, doc):
     shrunk = layout_problems(browser, doc)["figure"]
     assert not shrunk, f"{doc}: {len(shrunk)} figure(s) shrunk more than 1.5x: {shrunk[:5]}"
 
 
-@NOT_YET
 @pytest.mark.parametrize("doc", chapters())
 def test_no_visible_assert_or_glue(browser, doc):
     shown = layout_problems(browser, doc)["plumbing"]

@@ -148,12 +148,12 @@ recorded with the results.
 
 
 def _table() -> list[str]:
-    rows = ["| name | dataset | classes | train | val | test | split without a split file | folder |",
-            "|---|---|---:|---:|---:|---:|---|---|"]
+    rows = ["| name | dataset | classes | train | val | test | split without a split file |",
+            "|---|---|---:|---:|---:|---:|---|"]
     for lay in LAYOUTS:
         n = DATASETS[lay.name].num_classes
         tr, va, te = (f"{x:,}" for x in lay.sizes)
-        rows.append(f"| `{lay.name}` | {lay.title} | {n} | {tr} | {va} | {te} | {lay.rule} | `{lay.folders[0]}/` |")
+        rows.append(f"| `{lay.name}` | {lay.title} | {n} | {tr} | {va} | {te} | {lay.rule} |")     # folders: each dataset's tree below
     return ["## The datasets", "", "Sizes are those of CoOp's split files (ImageNet: vtclip's split).", "",
             *rows, ""]
 
