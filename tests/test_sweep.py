@@ -431,8 +431,10 @@ def test_unreadable_records_are_named_and_left_out(tmp_path):
     from vtclip.experiments import BadRecordWarning
 
     assert run_sweep(["zeroshot"], "pocket", ["toy-colours"], [1], [1], tmp_path, progress=False)["ran"] == 1
+    good = (tmp_path / "zeroshot__pocket__toy-colours__1shot__seed1.json").read_text()
     bad = {"truncated": '{"method": "zeroshot", "back', "binary": b"\x89PNG\x00\xff", "empty": "{}",
-           "list": "[1, 2]"}
+           "list": "[1, 2]", "texttop1": good.replace('"top1": ', '"top1": "abc", "was": '),
+           "nullshots": good.replace('"shots": 1', '"shots": null')}
     for i, (what, text) in enumerate(bad.items()):
         path = tmp_path / f"zeroshot__pocket__{what}__1shot__seed{i}.json"
         path.write_bytes(text if isinstance(text, bytes) else text.encode())
@@ -442,6 +444,7 @@ def test_unreadable_records_are_named_and_left_out(tmp_path):
     named = " ".join(str(w.message) for w in caught)
     for what in bad:
         assert f"zeroshot__pocket__{what}__1shot__seed" in named
+    assert "its top1 is 'abc', not a percentage" in named and "its shots is None, not a whole number" in named
     assert "Delete it to have that run done again" in named
 
 

@@ -427,7 +427,22 @@ def read_record(path) -> dict:
     missing = [k for k in need if k not in record] if isinstance(record, dict) else list(need)
     if missing or not isinstance(record.get("config", {}), dict):
         raise ValueError(f"{path} is not a result record (it lacks {', '.join(missing) or 'a config object'})")
+    wrong = _wrong_types(record)
+    if wrong:
+        raise ValueError(f"{path} is not a result record ({'; '.join(wrong)})")
     return record
+
+
+def _wrong_types(record: dict) -> list[str]:
+    """What is wrongly typed in a record's key fields (a summary would fail on it, far from the file)."""
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v      # not NaN
+    checks = [(k, lambda v: isinstance(v, str) and v != "", "a name") for k in ("method", "backbone", "dataset")]
+    checks += [("shots", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a whole number >= 0"),
+               ("seed", lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number")]
+    if "top1" in record:
+        checks.append(("top1", lambda v: number(v) and 0 <= v <= 100, "a percentage"))
+    return [f"its {k} is {record[k]!r}, not {what}" for k, ok, what in checks if not ok(record[k])]
 
 
 def readable_records(paths) -> dict:

@@ -186,7 +186,12 @@ class VTCLIP(nn.Module):
     confidently wrong, training first drives the logits to uniform (loss ln K, train accuracy at
     chance) and leaves that plateau slowly: on ``pocket-symbols`` (mean text-text cosine 0.90) CoOp's
     SGD schedule stays there for all 200 epochs, while AdamW or a 10x learning rate get out
-    (chapter 3, "When training cannot leave zero-shot").
+    (chapter 3, "When training cannot leave zero-shot"), and so does the head without
+    self-attention among the texts on two seeds of three (chapter 7's ablations). Where the
+    *image* features are concentrated as well (a 3-class folder whose pooled Pocket features have
+    mean pairwise cosine 0.9995, issue 22's hostile pass), the head stays at zero-shot with AdamW
+    and a 10x learning rate too, while a linear probe on the same features gains: use a method with
+    free per-class weights (linear probe, Tip-Adapter-F) there.
     """
 
     name = "vtclip"
