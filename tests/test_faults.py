@@ -174,3 +174,40 @@ def test_sigterm_during_an_extraction_leaves_no_temporary_entry(tiny_hf_dir, tmp
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "Traceback" not in err and list((tmp_path / "toy-colours").iterdir()) == []
+
+
+def test_a_vtclip_home_that_cannot_hold_the_cache_says_so(tiny_hf, toy_test, tmp_path, monkeypatch):
+    """VTCLIP_HOME is a file (or a read-only mount): one message naming it and what to do."""
+    from vtclip import features
+
+    home = tmp_path / "home-is-a-file"
+    home.write_text("not a folder")
+    monkeypatch.setenv("VTCLIP_HOME", str(home))
+    with pytest.raises(OSError, match=r"feature cache cannot be written under .*home-is-a-file.*set VTCLIP_HOME"):
+        features.extract(tiny_hf, toy_test, dataset_name="toy-colours", split="test", indices=[0, 1],
+                         progress=False)
+
+
+def test_check_writable_on_a_read_only_mount_names_the_option(tmp_path, monkeypatch):
+    """On a read-only mount both creating the probe file and unlinking it fail with EROFS (a fake of
+    the file system, not of ``check_writable``): the message names the option, not the probe file."""
+    import builtins
+
+    from vtclip.experiments import check_writable
+
+    real_open, real_unlink = builtins.open, Path.unlink
+
+    def read_only_open(path, *args, **kw):
+        if str(path).startswith(str(tmp_path)):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, *args, **kw)
+
+    def read_only_unlink(self, missing_ok=False):
+        if str(self).startswith(str(tmp_path)):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(builtins, "open", read_only_open)
+    monkeypatch.setattr(Path, "unlink", read_only_unlink)
+    with pytest.raises(ValueError, match=r"^--out .*: cannot write there \(Read-only file system\); give a folder"):
+        check_writable(tmp_path, "--out")

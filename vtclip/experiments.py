@@ -259,8 +259,10 @@ def check_writable(folder, flag: str) -> None:
     """Write and remove a small file in ``folder`` before any work, so that a full disk or a read-only
     mount (which permissions do not show, least of all to root) stops the command now, not after it."""
     probe = Path(folder) / f".vtclip-write-test-{os.getpid()}"
+    created = False
     try:
         with open(probe, "wb") as f:
+            created = True
             f.write(bytes(65536))                # a record's size and then some
             f.flush()
             os.fsync(f.fileno())                 # a full disk may refuse only here
@@ -268,7 +270,8 @@ def check_writable(folder, flag: str) -> None:
         raise ValueError(f"{flag} {folder}: cannot write there ({err.strerror or err}); give a folder you can "
                          "write to, with free space") from None
     finally:
-        probe.unlink(missing_ok=True)
+        if created:                              # on a read-only mount even unlink() fails (EROFS)
+            probe.unlink(missing_ok=True)
 
 
 def keep_result(write: Callable[[], Path], record: dict, where) -> Path | None:

@@ -407,7 +407,12 @@ def default_workers() -> int:
 
 def _new_tmp(entry: Path) -> Path:
     """An empty temporary folder next to ``entry``, for this process to write the entry into."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:                   # a read-only mount, or VTCLIP_HOME is a file
+        raise OSError(err.errno, f"the feature cache cannot be written under {entry.parent.parent} "
+                      f"({err.strerror} at {err.filename}): set VTCLIP_HOME (or cache_dir) to a folder "
+                      "you can write to") from None
     remove_stale_tmp(entry.parent.parent)
     tmp = entry.with_name(f".{entry.name}.tmp-{os.getpid()}@{socket.gethostname()}")
     shutil.rmtree(tmp, ignore_errors=True)   # our own leftover from this process id only
