@@ -206,3 +206,17 @@ def test_get_dataset_needs_a_name_or_a_path():
     with pytest.raises(TypeError, match="get_dataset needs a dataset name .*toy-colours.* or the path of an image "
                                         "folder, got None"):
         get_dataset(None)
+
+
+def test_a_dataset_path_that_is_not_a_folder_says_so(tmp_path):
+    import pytest
+
+    from vtclip.datasets import get_dataset
+
+    with pytest.raises(ValueError, match=r"dataset folder '.*nope' does not exist: give an image folder"):
+        get_dataset(str(tmp_path / "nope"))
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"dataset folder '.*a\.txt' is a file, not a folder"):
+        get_dataset(str(tmp_path / "a.txt"))
+    with pytest.raises(ValueError, match=r"Unknown dataset 'nope'\. Known datasets:"):
+        get_dataset("nope")                             # a bare name: the registry's list

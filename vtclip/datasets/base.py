@@ -170,6 +170,11 @@ def get_dataset(name: str) -> DatasetSpec:
         from .folder import folder_dataset
 
         return folder_dataset(name)
+    path = Path(name).expanduser()
+    if os.sep in str(name) or str(name).startswith((".", "~")):        # meant as a folder
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise ValueError(f"dataset folder {str(path)!r} {what}: give an image folder with one sub-folder "
+                         f"per class, or a registered name ({', '.join(sorted(DATASETS))})")
     raise ValueError(f"Unknown dataset {name!r}. Known datasets: {', '.join(sorted(DATASETS))}; "
                      "or pass the path of an image folder (one sub-folder per class).")
 
