@@ -45,7 +45,7 @@ def test_too_little_free_space_is_refused_before_the_map_is_written(tiny_hf, toy
         _extract(tiny_hf, toy_test, tmp_path, indices=range(4))
     msg = str(err.value)
     needed = 4 * (16 * 32 * 4 + tiny_hf.embed_dim * 4 + 8)              # spatial + pooled + labels
-    assert f"in {tmp_path / 'toy-colours'} ({needed / 2**30:.2f} GiB needed, 0.00 GiB free)" in msg
+    assert f"in {tmp_path / 'toy-colours'} ({needed / 2**20:.1f} MiB needed, 0.0 MiB free)" in msg
     assert "free space there, or set VTCLIP_HOME" in msg and msg.count("\n") == 0
     assert _left_in(tmp_path) == []                                       # nothing half-written stays
 
@@ -55,7 +55,7 @@ def test_a_disk_that_fills_is_enospc_when_the_map_is_allocated_not_sigbus(tiny_h
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(os, "posix_fallocate", full)
     with pytest.raises(OSError, match=r"no room on the disk for a feature cache entry in "
-                                                       rf"{tmp_path / 'toy-colours'} \(.* GiB needed"):
+                                                       rf"{tmp_path / 'toy-colours'} \(.* MiB needed"):
         _extract(tiny_hf, toy_test, tmp_path, indices=range(4))
     assert _left_in(tmp_path) == []
 

@@ -274,7 +274,8 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _gib(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB"
+    """A byte count for a message: GiB from 1 GiB up, MiB below (0.01 GiB would hide the sizes)."""
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def _no_space(folder: Path, needed: int | None, free: int | None) -> CacheSpaceError:
