@@ -211,3 +211,19 @@ def test_check_writable_on_a_read_only_mount_names_the_option(tmp_path, monkeypa
     monkeypatch.setattr(Path, "unlink", read_only_unlink)
     with pytest.raises(ValueError, match=r"^--out .*: cannot write there \(Read-only file system\); give a folder"):
         check_writable(tmp_path, "--out")
+
+
+def test_a_record_write_on_a_full_disk_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """ENOSPC while the record's temporary file is written (a fake of the disk, not of write_new)."""
+    from vtclip.experiments import write_new
+
+    real_write_text = Path.write_text
+
+    def full_disk(self, text, *args, **kw):
+        real_write_text(self, "", *args, **kw)          # the file is created, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_new(tmp_path / "r.json", "{}")
+    assert list(tmp_path.iterdir()) == []

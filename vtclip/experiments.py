@@ -317,8 +317,8 @@ def write_new(path: str | Path, text: str, what: str = "",
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
     try:
+        tmp.write_text(text)        # a full disk fails here: the partial file goes in ``finally``
         os.link(tmp, path)          # fails if the file exists: a finished run is never replaced
     except FileExistsError:
         raise FileExistsError(f"{path} already exists{what}; not overwriting it. {advice}") from None
