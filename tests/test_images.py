@@ -66,6 +66,8 @@ def test_broken_links_are_named_by_data_check_and_left_out_on_request(tmp_path, 
     out = capsys.readouterr().out
     assert f"{tmp_path / 'a' / 'loop.png'} (a symbolic link loop)" in out
     assert f"{tmp_path / 'b' / 'dangling.png'} (a link to nowhere.png, which does not exist)" in out
+    assert main(["data", "check", str(tmp_path), "--images"]) == 1   # does not decode: says so
+    assert "images not decoded (--images): put the missing files listed above in place" in capsys.readouterr().out
     every = [p for s in ("train", "val", "test") for p in spec.split(s).paths]
     assert {"a/loop.png", "b/dangling.png"} <= set(every)     # listed, not silently ignored
     with pytest.warns(UserWarning, match="unreadable"):

@@ -139,6 +139,10 @@ def cmd_check(args) -> int:
             _report_unused(spec, report)
     if code == 0 and args.images:
         code = _check_decoding(spec, args, report)
+    elif args.images:                  # decoding would stop at the first missing file
+        report["decoded"] = False
+        print("  images not decoded (--images): put the missing files listed above in place, or remove "
+              "them from the split, then check again")
     if code == 0:
         print("  OK")
     if args.json:
