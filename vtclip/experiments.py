@@ -458,9 +458,17 @@ def readable_records(paths) -> dict:
         try:
             out[path] = read_record(path)
         except ValueError as err:
-            warnings.warn(f"{err}; left out. Delete it to have that run done again, or move it away.",
-                          BadRecordWarning, stacklevel=2)
+            stat = path.stat()
+            seen = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+            if seen not in _REPORTED:             # a grid reads its folder several times: say it once
+                _REPORTED.add(seen)
+                warnings.warn(f"{err}; left out. Delete it to have that run done again, or move it away.",
+                              BadRecordWarning, stacklevel=2)
     return out
+
+
+#: The unreadable record files already named in a warning (path, size, mtime: a changed file is new).
+_REPORTED: set[tuple] = set()
 
 
 def _option_defaults(method: str | None) -> dict:
