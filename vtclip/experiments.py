@@ -438,11 +438,13 @@ def read_record(path) -> dict:
 
 def _wrong_types(record: dict) -> list[str]:
     """What is wrongly typed in a record's key fields (a summary would fail on it, far from the file)."""
+    def whole(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
     def number(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v      # not NaN
+        return (whole(v) or isinstance(v, float)) and v == v           # not NaN
     checks = [(k, lambda v: isinstance(v, str) and v != "", "a name") for k in ("method", "backbone", "dataset")]
-    checks += [("shots", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a whole number >= 0"),
-               ("seed", lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number")]
+    checks += [("shots", lambda v: whole(v) and v >= 0, "a whole number >= 0"), ("seed", whole, "a whole number")]
     if "top1" in record:
         checks.append(("top1", lambda v: number(v) and 0 <= v <= 100, "a percentage"))
     return [f"its {k} is {record[k]!r}, not {what}" for k, ok, what in checks if not ok(record[k])]

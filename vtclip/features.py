@@ -388,17 +388,20 @@ def outdated_entries(folder: Path) -> list[Path]:
 
 def warn_outdated(folder: Path) -> None:
     """Say, once per folder and process, how much space entries of an older format take there: they
-    are not deleted (a cache may be shared with an older vtclip), and nothing will read them again."""
-    old = outdated_entries(folder) if folder not in _WARNED else []
+    are not deleted (a cache may be shared with an older vtclip), and nothing will read them again.
+    A folder is scanned once per process and format: only an older vtclip writes such entries."""
+    if (folder, CACHE_FORMAT) in _SCANNED:
+        return
+    _SCANNED.add((folder, CACHE_FORMAT))
+    old = outdated_entries(folder)
     if old:
-        _WARNED.add(folder)
         size = sum(f.stat().st_size for e in old for f in e.iterdir() if f.is_file())
         warnings.warn(f"Feature cache entries written by an older vtclip (cache format < {CACHE_FORMAT}) are not "
                       f"reused: {len(old)} in {folder}, {_gib(size)}. Their features are computed again; delete "
                       "those folders (their meta.json says \"format\") to free the space.", stacklevel=3)
 
 
-_WARNED: set[Path] = set()
+_SCANNED: set[tuple[Path, int]] = set()
 
 
 def default_workers() -> int:

@@ -270,10 +270,17 @@ def weights_tag_of(folder: Path, repo_id: str | None) -> str:
 def hub_snapshot(repo_id: str) -> Path | None:
     """The folder of the download cache that ``from_pretrained(repo_id)`` reads (the revision the
     cache's ``refs/main`` names), or None if there is none."""
+    config = cached_hub_file(repo_id, "config.json", settings.home("hub"))
+    return config.parent if config is not None else None
+
+
+def cached_hub_file(repo_id: str, filename: str, cache: Path) -> Path | None:
+    """The file ``filename`` of ``repo_id`` in the hub's download cache ``cache`` (the revision its
+    ``refs/main`` names), or None if the cache has none (or has it recorded as absent)."""
     from huggingface_hub import try_to_load_from_cache
 
-    config = try_to_load_from_cache(repo_id, "config.json", cache_dir=str(settings.home("hub")))
-    return Path(config).parent if isinstance(config, str) else None      # else None or "cached as absent"
+    found = try_to_load_from_cache(repo_id, filename, cache_dir=str(cache))
+    return Path(found) if isinstance(found, str) else None      # else None or "cached as absent"
 
 
 def weights_digest(folder: Path) -> str:

@@ -38,6 +38,7 @@ import torch
 from .. import settings
 from .base import FrozenCLIP, WeightsUnavailableError
 from .digest import file_sha256
+from .hf import cached_hub_file
 
 #: open_clip model names we load with OpenAI's weights, and the file name of those weights.
 OPEN_CLIP_MODELS = {"RN50": "RN50.pt", "RN101": "RN101.pt"}
@@ -168,18 +169,14 @@ def _served_sha256(path: Path) -> str | None:
 def find_hub_copy(name: str, cache: Path) -> Path | None:
     """The file in the download cache that open_clip loads OpenAI's weights of ``name`` from (its
     safetensors version first, as open_clip looks), or None if there is none."""
-    from huggingface_hub import try_to_load_from_cache
     from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
     from open_clip.pretrained import get_pretrained_cfg
 
     repo, filename = os.path.split(get_pretrained_cfg(name, "openai").get("hf_hub", ""))   # "org/repo/", file
     filename = filename or HF_WEIGHTS_NAME
     candidates = ([HF_SAFE_WEIGHTS_NAME] if filename == HF_WEIGHTS_NAME else []) + [filename]
-    for f in candidates if repo else []:
-        found = try_to_load_from_cache(repo, f, cache_dir=str(cache))
-        if isinstance(found, str):                   # else None or "cached as absent"
-            return Path(found)
-    return None
+    found = (cached_hub_file(repo, f, cache) for f in candidates) if repo else ()
+    return next((f for f in found if f is not None), None)
 
 
 @contextlib.contextmanager
