@@ -101,8 +101,9 @@ def test_v2_suite_datasets_label_what_they_say():
         "pocket-symbols": lambda s, c: codes[s.shape] == c and s.style == "solid",
         "pocket-objects": lambda s, c: s.shape == c and s.clutter <= 3 and s.style == "solid",
         "pocket-pairs": lambda s, c: f"{s.colour} {s.shape}" == c and s.size == "small",
-        "pocket-crowds": lambda s, c: s.shape == c and s.clutter >= 12 and s.vivid_clutter,
-        "pocket-sketches": lambda s, c: s.shape == c and s.style == "outline",
+        "pocket-crowds": lambda s, c: s.shape == c and 6 <= s.clutter <= 12 and s.vivid_clutter
+                                      and 10 <= s.diameter <= 13,
+        "pocket-blurred": lambda s, c: s.shape == c and s.style == "solid" and s.clutter <= 2,
     }
     scenes, caps = _mix(3000, seed=4)                       # the symbols' codes: no caption uses them
     assert not any(code in text for code in SYMBOL_CODES for text, _ in caps)
@@ -111,6 +112,27 @@ def test_v2_suite_datasets_label_what_they_say():
         assert task.real
         for i in range(0, 60, 7):
             assert ok(task.scene("train", i), task.classnames[i % len(task.classnames)]), (name, i)
+
+
+def test_blurred_images_are_the_scene_blurred_and_other_tasks_are_not():
+    """``pocket-blurred`` shows its scene through the blur (same mean colour, less detail);
+    the other tasks show the rendered pixels unchanged; an unknown domain is refused."""
+    from vtclip.pocket.suite import BLUR_RADIUS, PocketImages, PocketTask, TASKS_BY_NAME
+
+    task = TASKS_BY_NAME["pocket-blurred"]
+    scene = task.scene("test", 3)
+    sharp = np.asarray(render.render(scene), np.float32)
+    seen = np.asarray(PocketImages(task, "test").load_image(3), np.float32)
+    assert BLUR_RADIUS > 1 and seen.shape == sharp.shape
+    assert abs(seen.mean() - sharp.mean()) < 2                        # a blur keeps the mean
+    detail = lambda a: np.abs(np.diff(a, axis=0)).mean()              # noqa: E731
+    assert detail(seen) < 0.6 * detail(sharp)
+    crowds = TASKS_BY_NAME["pocket-crowds"]
+    plain = np.asarray(PocketImages(crowds, "test").load_image(3))
+    assert (plain == np.asarray(render.render(crowds.scene("test", 3)))).all()
+    assert PocketImages(task, "test").ident(3) == "pocket-blurred/v2.1/test/3"
+    with pytest.raises(ValueError, match="unknown domain 'fog'.*known"):
+        PocketTask("x", ("a",), ("{}",), ({},), 1, "", domain="fog")
 
 
 def test_feature_breadth_separates_what_pixels_separate():

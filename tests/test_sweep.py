@@ -76,7 +76,7 @@ def test_pocket_means_the_whole_suite():
 
     suite = dataset_names(["pocket"])                           # the control first, then the gap datasets
     assert suite == ["pocket-objects", "pocket-textures", "pocket-symbols", "pocket-pairs", "pocket-crowds",
-                     "pocket-sketches"]
+                     "pocket-blurred"]
     assert all(DATASETS[d].name == d for d in suite)
     assert dataset_names(["pocket-crowds", "dtd"]) == ["pocket-crowds", "dtd"]      # names pass through
 

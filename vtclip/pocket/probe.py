@@ -55,11 +55,11 @@ def _scenes(attribute: str, per_class: int, seed: int) -> tuple[list, np.ndarray
 
 
 @torch.no_grad()
-def encode_scenes(clip, scenes, batch_size: int = 250) -> torch.Tensor:
-    """Pooled, L2-normalised image features of rendered scenes: (N, D) on the CPU."""
+def encode_scenes(clip, scenes, batch_size: int = 250, draw=render.render) -> torch.Tensor:
+    """Pooled, L2-normalised image features of scenes drawn by ``draw``: (N, D) on the CPU."""
     out = []
     for i in range(0, len(scenes), batch_size):
-        pixels = torch.stack([clip.preprocess(render.render(s)) for s in scenes[i:i + batch_size]])
+        pixels = torch.stack([clip.preprocess(draw(s)) for s in scenes[i:i + batch_size]])
         out.append(clip.encode_image(pixels).pooled.float().cpu())
     return F.normalize(torch.cat(out), dim=-1)
 
@@ -118,7 +118,7 @@ def headroom(clip, names=None) -> dict:
         splits = {}
         for split in ("train", "val"):
             scenes = [task.scene(split, i) for i in range(task.size(split))]
-            splits[split] = (encode_scenes(clip, scenes),
+            splits[split] = (encode_scenes(clip, scenes, draw=task.image),
                              torch.arange(len(scenes)) % k)          # label of image i is i mod K
         (xtr, ytr), (xv, yv) = splits["train"], splits["val"]
         cut = 48 * k

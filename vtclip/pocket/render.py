@@ -22,7 +22,7 @@ SHAPES = ("circle", "square", "triangle", "star", "cross", "heart", "diamond", "
 #: by everyday words and only rarely by the names the ``pocket-symbols`` dataset uses.
 SYMBOLS = ("arrow", "crescent", "hourglass", "chevron", "pentagon", "bolt", "tee", "dome")
 OBJECTS = SHAPES + SYMBOLS
-#: How an object is drawn: filled ("solid", every v1 scene) or as its outline only (v2's sketches).
+#: How an object is drawn: filled ("solid", every v1 scene) or as its outline only (world v2).
 STYLES = ("solid", "outline")
 #: Saturated object colours (RGB); backgrounds use muted colours so the object's colour is unambiguous.
 COLOURS = {
