@@ -512,3 +512,19 @@ def test_a_curves_record_that_cannot_be_written_is_printed(tmp_path, capsys, mon
         curves.run_curves_grid("vtclip", "pocket", ["toy-colours"], 1, [1], out, preset="smoke", progress=False)
     stdout = capsys.readouterr().out
     assert json.loads(stdout[stdout.index("{"):stdout.rindex("}") + 1])["kind"] == "curves"
+
+
+def test_the_cli_names_an_unreadable_record_in_one_line_and_does_not_count_it_as_done(tmp_path, capsys):
+    """The warning is one ``vtclip sweep: warning:`` line (no Python file, line or source), and the
+    account says the run was left out rather than "already there"."""
+    from vtclip.cli import main
+
+    argv = ["sweep", "--methods", "zeroshot", "--datasets", "toy-colours", "--shots", "1", "--seeds", "1", "2",
+            "--out", str(tmp_path)]
+    (tmp_path / "zeroshot__pocket__toy-colours__1shot__seed2.json").write_text('{"method": "zer')
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "1 run(s) done, 0 failed, 0 already there, 1 left out as unreadable" in out
+    lines = [line for line in err.splitlines() if "seed2.json" in line]
+    assert len(lines) == 1 and lines[0].startswith("vtclip sweep: warning: ") and "left out" in lines[0]
+    assert "warnings.warn" not in err and ".py:" not in err

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 from .options import USER_ERRORS, add_skip_bad_images, parse_options
@@ -189,7 +190,7 @@ def _command_groups():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), _own_warnings_as_lines(args.command):
             return args.func(args) or 0
     except USER_ERRORS as err:
         print(f"vtclip {args.command}: error: {err}", file=sys.stderr)
@@ -202,6 +203,25 @@ def main(argv=None) -> int:
             return 143
         print(f"\nvtclip {args.command}: interrupted. {left}", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _own_warnings_as_lines(command: str):
+    """Show vtclip's own warnings (unreadable records, unused files) as one line each, as errors are:
+    ``vtclip sweep: warning: ...``, without Python's file, line number and source line. Other
+    libraries' warnings keep Python's format."""
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category.__module__.split(".")[0] != "vtclip":
+            return previous(message, category, filename, lineno, file, line)
+        print(f"vtclip {command}: warning: {message}", file=file or sys.stderr)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 class Terminated(KeyboardInterrupt):

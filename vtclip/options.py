@@ -27,10 +27,14 @@ def parse_options(pairs, flag: str = "--option") -> dict:
     """``["alpha=0.5", "n_ctx=4", "ctx_init=a photo of a"]`` -> typed keyword options (JSON values,
     else strings); ``flag`` names the command-line flag they came from, for the message."""
     out = {}
+    example = "=[V1,V2,...]" if flag == "--select" else "=VALUE"
+    shape = "key=[V1,V2,...]" if flag == "--select" else "key=value"
     for pair in pairs or []:
         if "=" not in pair:
-            raise ValueError(f"{flag} takes key=value, got {pair!r} (e.g. {flag} {pair}=VALUE)")
+            raise ValueError(f"{flag} takes {shape}, got {pair!r} (e.g. {flag} {pair}{example})")
         key, value = pair.split("=", 1)
+        if not key:
+            raise ValueError(f"{flag} {pair!r} names no option before '=' (e.g. {flag} NAME{example})")
         try:
             out[key.replace("-", "_")] = json.loads(value)
         except json.JSONDecodeError:

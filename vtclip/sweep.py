@@ -66,7 +66,7 @@ def _run_sweep(methods, backbone, datasets, shots, seeds, out: Path, preset, dat
 
     check_summary_is_ours(out / "summary.csv")
     grid = list(itertools.product(datasets, shots, seeds, methods, variants))
-    clips, tasks, done, failed, errors = {}, {}, 0, 0, []
+    clips, tasks, done, failed, errors, unreadable = {}, {}, 0, 0, [], 0
     # resuming or extending: the records already there must come from the same weights, and those in
     # a summary row this grid adds to (any seed) from the same training recipe and method options
     recipe = {summary_row(run_record_name(m, backbone, d, k, s, v)):
@@ -85,7 +85,10 @@ def _run_sweep(methods, backbone, datasets, shots, seeds, out: Path, preset, dat
         bar.set_postfix_str(f"{label} {dataset} {k}-shot seed {seed}")
         name = run_record_name(method, backbone, dataset, k, seed, variant)
         if (out / name).exists():            # done, here or by an earlier sweep: a failure of it is stale
-            _clear_failure(out, name)
+            if out / name in readable_records([out / name]):
+                _clear_failure(out, name)
+            else:                            # named in a warning; left as it is, and not counted as done
+                unreadable += 1
             continue
         try:
             if spatial not in clips:
@@ -116,7 +119,7 @@ def _run_sweep(methods, backbone, datasets, shots, seeds, out: Path, preset, dat
                 "traceback": traceback.format_exc()})
     rows = summarize(out)
     return {"out": str(out), "runs": len(grid), "ran": done, "failed": failed, "summary_rows": len(rows),
-            "errors": errors}
+            "errors": errors, "unreadable": unreadable}
 
 
 def _write_failure(out: Path, name: str, failure: dict) -> None:
@@ -208,9 +211,14 @@ def run_grid(command: str, methods, args, shots, variants=None) -> int:
     select = parse_options(getattr(args, "select", None), "--select")
     options = parse_options(getattr(args, "option", None))
     train = parse_options(getattr(args, "train", None), "--train")
-    bad = [k for k, v in select.items() if not isinstance(v, list) or not v]
-    if bad:
-        raise ValueError(f"--select takes key=[v1,v2,...] (a JSON list); got {bad}")
+    for key, values in select.items():
+        given = next(p for p in args.select if p.split("=", 1)[0].replace("-", "_") == key)
+        if values == []:
+            raise ValueError(f"--select {given} lists no values: give the values to choose from on val, "
+                             f"e.g. --select {key}=[0.1,1,10]")
+        if not isinstance(values, list):
+            raise ValueError(f"--select {given}: the values must be a JSON list, e.g. --select {key}=[0.1,1,10] "
+                             "(strings in double quotes: 'key=[\"a\",\"b\"]')")
     fields = set(TrainConfig.__dataclass_fields__)
     owned = [k for k in train if k in ("seed", "progress")]
     if owned:
@@ -231,8 +239,11 @@ def run_grid(command: str, methods, args, shots, variants=None) -> int:
     result = run_sweep(methods, args.backbone, datasets, shots, args.seeds, args.out, args.preset,
                        args.data_root, progress=not args.json, variants=variants,
                        skip_bad_images=args.skip_bad_images)
+    bad = result.get("unreadable", 0)
     print(f"{command}: {result['ran']} run(s) done, {result['failed']} failed, "
-          f"{result['runs'] - result['ran'] - result['failed']} already there; "
+          f"{result['runs'] - result['ran'] - result['failed'] - bad} already there"
+          + (f", {bad} left out as unreadable (named above: delete them to have those runs done again)"
+             if bad else "") + "; "
           + (f"summary in {args.out}/summary.csv" if result["summary_rows"] else f"no records in {args.out} yet"))
     if result["failed"]:
         print(f"{command}: why they failed, with tracebacks: {args.out}/failed/; the first: {result['errors'][0]}",
