@@ -323,10 +323,10 @@ def test_cli_data_list_and_check(tmp_path, capsys):
     make("dtd", tmp_path)
     (tmp_path / "dtd/images/banded/banded_3.jpg").write_bytes(b"broken")
     assert vtclip_main(["data", "check", "dtd", "--data-root", str(tmp_path), "--json"]) == 0
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    report = json.loads(capsys.readouterr().out)                   # the JSON alone, no table before it
     assert report["present"] and report["sizes"] == {"train": 4, "val": 2, "test": 4}
     assert vtclip_main(["data", "check", "dtd", "--data-root", str(tmp_path), "--images", "--json"]) == 1
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    report = json.loads(capsys.readouterr().out)
     assert report["bad_images"] == [str(tmp_path / "dtd/images/banded/banded_3.jpg")]
     assert vtclip_main(["data", "list", "--json", "--data-root", str(tmp_path)]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["datasets"]}

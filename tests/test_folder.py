@@ -117,6 +117,17 @@ def test_data_check_finds_files_a_split_json_lists_but_the_folder_lacks(tmp_path
     assert main(["data", "check", str(tmp_path)]) == 0
 
 
+def test_class_folders_of_other_files_are_named_as_such(tmp_path):
+    """Class folders holding only non-image files: the message says what is there and which files count."""
+    for split in ("train", "test"):
+        for cls in ("x", "y"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            (tmp_path / split / cls / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match=r"the train split of .* has no images \(its class folders hold 2 other "
+                                         r"file\(s\), e.g. train/x/notes.txt; images are files ending in .*\.png"):
+        folder_dataset(tmp_path)
+
+
 def test_an_empty_split_folder_is_named_before_any_work(tmp_path, tiny_hf):
     for split, n in (("train", 3), ("test", 2)):
         for cls in ("x", "y"):

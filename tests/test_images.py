@@ -57,6 +57,18 @@ def test_float_images_are_scaled_from_the_smallest_range_that_holds_them():
         assert im.mode == "RGB" and np.asarray(im)[0, 0, 0] == want
 
 
+def test_32_bit_integer_images_are_scaled_from_the_smallest_range_that_holds_them(tmp_path):
+    """Mode ``I`` says nothing of its range: 8-bit data saved as 32-bit integers (a TIFF of 0..255)
+    must not load nearly black, and 16-bit data in it still scales from 0..65535."""
+    ramp = np.arange(256, dtype=np.int32).reshape(16, 16)
+    Image.fromarray(ramp).save(tmp_path / "eight.tif")
+    im = Image.open(tmp_path / "eight.tif")
+    assert im.mode == "I"
+    assert (np.asarray(to_rgb(im))[..., 0] == ramp).all()             # as 8-bit data: unchanged
+    for value, want in ((32896, 128), (65535, 255), (2**31 - 1, 255)):
+        assert np.asarray(to_rgb(Image.fromarray(np.full((2, 2), value, np.int32))))[0, 0, 0] == want
+
+
 def test_broken_links_are_named_by_data_check_and_left_out_on_request(tmp_path, capsys):
     write_folder(tmp_path)
     os.symlink("loop.png", tmp_path / "a" / "loop.png")

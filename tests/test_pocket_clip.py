@@ -166,13 +166,13 @@ def test_shipped_recipe_reproduces_the_shipped_runs_first_logged_loss():
     assert abs(np.mean(losses) - first["loss"]) <= 2e-4, (np.mean(losses), first)
 
 
-def test_cli_eval_prints_json_last_and_never_overwrites_its_file(capsys, tmp_path):
+def test_cli_eval_prints_only_json_and_never_overwrites_its_file(capsys, tmp_path):
     from vtclip.cli import main
 
     out = tmp_path / "zeroshot.json"
     argv = ["pocket", "eval", "--datasets", "pocket-objects", "--limit", "16", "--json", "--write", str(out)]
     assert main(argv) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = json.loads(capsys.readouterr().out)                        # the JSON alone, no table
     row = result["datasets"]["pocket-objects"]
     assert result["backbone"] == "pocket" and row["n_test"] == 16 and row["chance"] == 12.5
     written = json.loads(out.read_text())

@@ -8,6 +8,8 @@ Taught in: chapter 05 (baselines).
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -21,6 +23,12 @@ USER_ERRORS = (ValueError, OSError, RuntimeError)
 def print_json(obj) -> None:
     """The one JSON object a ``--json`` command prints as its last line."""
     print(json.dumps(obj, default=float))
+
+
+def table_unless_json(as_json: bool):
+    """A context in which a command prints its human-readable table, dropped under ``--json``, so
+    that stdout then holds the one JSON object alone (errors and warnings still go to stderr)."""
+    return contextlib.redirect_stdout(io.StringIO()) if as_json else contextlib.nullcontext()
 
 
 def parse_options(pairs, flag: str = "--option") -> dict:

@@ -80,7 +80,9 @@ class ImageFiles(LabeledImages):
 
 
 #: Full scale of the pixel modes PIL's ``convert("RGB")`` would clip at 255 (a 16-bit PNG: all white).
-_WIDE_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
+_WIDE_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": None}
+#: Modes whose files do not say their range: the candidate ranges, smallest first.
+_OPEN_RANGES = {"I": (255.0, 65535.0, 2.0**31 - 1), "F": (1.0, 255.0, 65535.0)}
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -88,12 +90,17 @@ def to_rgb(im: Image.Image) -> Image.Image:
     ``backbones.hf.ToRGB``; PIL's ``convert("RGB")`` would keep whatever colour transparent pixels hold).
 
     PIL's own conversion clips 16- and 32-bit pixels at 255, so those are scaled from their full
-    range first: 16-bit modes (and ``I``, which older PILs and 16-bit TIFFs give) from 0..65535; float
-    images (``F``), which carry no range, from 0..1, 0..255 or 0..65535, the smallest that holds them.
+    range first: 16-bit modes from 0..65535. Modes that carry no range are scaled from the smallest
+    range that holds their pixels: 32-bit integers (``I``, which older PILs and some 16-bit TIFFs give,
+    and 8-bit data saved as 32 bits) from 0..255, 0..65535 or 0..2**31-1; floats (``F``) from 0..1,
+    0..255 or 0..65535. (A 16-bit image stored as ``I`` whose pixels all lie below 256 is therefore
+    read as 8-bit data: nearly black in 16 bits, it is shown at its own contrast.)
     """
     if im.mode in _WIDE_MODES or im.mode == "F":
         x = np.nan_to_num(np.asarray(im, dtype=np.float64))      # (H, W)
-        top = _WIDE_MODES.get(im.mode) or next((t for t in (1.0, 255.0) if x.max(initial=0) <= t), 65535.0)
+        ranges = _OPEN_RANGES.get(im.mode)
+        top = (_WIDE_MODES[im.mode] if ranges is None
+               else next((t for t in ranges if x.max(initial=0) <= t), ranges[-1]))
         x = x * (255.0 / top)
         return Image.fromarray(np.clip(np.rint(x), 0, 255).astype(np.uint8), "L").convert("RGB")
     if "A" in im.getbands() or "transparency" in im.info:           # RGBA, LA, PA, P with a transparent index

@@ -10,6 +10,7 @@ import os
 import warnings
 from pathlib import Path
 
+from ..options import table_unless_json
 from .base import DATASETS, SPLITS, check_images, get_dataset
 from .real import Layout, data_root, expected_paths, how_to_get, load_splits, locate
 
@@ -125,6 +126,15 @@ def cmd_check(args) -> int:
         spec = get_dataset(args.name)
     report = {"name": spec.name, "kind": spec.kind, "classes": spec.num_classes, "present": True,
               "missing": [], "bad_images": []}
+    with table_unless_json(args.json):
+        code = _check_report(spec, args, report)
+    if args.json:
+        print(json.dumps(report))
+    return code
+
+
+def _check_report(spec, args, report: dict) -> int:
+    """``data check``'s table (the checks themselves), filling ``report``; returns the exit code."""
     if isinstance(spec.extra.get("layout"), Layout):
         report["present"] = False
         code = _check_real(spec, args, report)
@@ -145,8 +155,6 @@ def cmd_check(args) -> int:
               "them from the split, then check again")
     if code == 0:
         print("  OK")
-    if args.json:
-        print(json.dumps(report))
     return code
 
 
@@ -157,12 +165,12 @@ def add_commands(subparsers) -> None:
     sub = p.add_subparsers(dest="data_command", required=True)
     q = sub.add_parser("list", help="every registered dataset: classes, sizes, where it looks, present or not")
     q.add_argument("--data-root", default=None, help="where datasets live (default $VTCLIP_HOME/data)")
-    q.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    q.add_argument("--json", action="store_true", help="print only one JSON object (no table)")
     q.set_defaults(func=cmd_list)
     q = sub.add_parser("check", help="what is missing for one dataset, the exact paths, how to get it")
     q.add_argument("name", help="registered dataset name, or an image-folder path")
     q.add_argument("--data-root", default=None, help="where datasets live (default $VTCLIP_HOME/data)")
     q.add_argument("--images", action="store_true", help="also decode every image (slow) and list bad ones")
-    q.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    q.add_argument("--json", action="store_true", help="print only one JSON object (no table)")
     q.set_defaults(func=cmd_check)
     add_get(sub)

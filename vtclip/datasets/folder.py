@@ -109,7 +109,10 @@ def _check_splits(root: Path, paths: dict[str, list[str]]) -> None:
         if not listed:
             hint = (" or remove the empty val/ folder (20% of each class's train images then become val)"
                     if s == "val" else "")
-            raise ValueError(f"the {s} split of {root} has no images: put images in {root / s}/<class>/{hint}")
+            others = sorted(p for p in (root / s).glob("*/*") if p.is_file()) if (root / s).is_dir() else []
+            found = (f" (its class folders hold {len(others)} other file(s), e.g. {others[0].relative_to(root)}; "
+                     f"images are files ending in {', '.join(sorted(IMAGE_EXTENSIONS))})" if others else "")
+            raise ValueError(f"the {s} split of {root} has no images{found}: put images in {root / s}/<class>/{hint}")
 
 
 def _check_classes(root: Path, split: str, folders: list[str], labels: list[int], need: int, why: str) -> None:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .. import settings
+from ..options import table_unless_json
 
 RESULTS = settings.REPO_ROOT / "results" / "pocket" / "zeroshot.json"
 
@@ -58,10 +59,11 @@ def cmd_eval(args) -> int:
     if args.write and keep_result(lambda: write_results(result, args, device_name(clip.device)), result,
                                   args.write) is None:
         return 1
-    print(f"Zero-shot top-1 (%) of {clip.name} on the Pocket suite:")
-    print(f"{'dataset':<22}{'chance':>8}{'top-1':>8}{'n_test':>8}")
-    for name, row in rows.items():
-        print(f"{name:<22}{row['chance']:>8.1f}{row['top1']:>8.1f}{row['n_test']:>8}")
+    with table_unless_json(args.json):
+        print(f"Zero-shot top-1 (%) of {clip.name} on the Pocket suite:")
+        print(f"{'dataset':<22}{'chance':>8}{'top-1':>8}{'n_test':>8}")
+        for name, row in rows.items():
+            print(f"{name:<22}{row['chance']:>8.1f}{row['top1']:>8.1f}{row['n_test']:>8}")
     if args.json:
         print(json.dumps(result))
     return 0
@@ -76,12 +78,13 @@ def cmd_probe(args) -> int:
     clip = load_clip(args.backbone)
     result = {"backbone": clip.name, "weights": clip.weights_tag, "breadth": feature_breadth(clip),
               "headroom": headroom(clip), "command": "vtclip pocket probe " + " ".join(sys.argv[3:])}
-    print(f"Feature breadth of {clip.name} (top-1 %, v2 scenes): linear probe / zero-shot")
-    for attr, row in result["breadth"].items():
-        print(f"  {attr:<10}{row['probe']:>7.1f}{row['zeroshot']:>7.1f}   chance {row['chance']:.1f}")
-    print("Headroom on the v2 datasets' val splits: zero-shot -> linear probe")
-    for name, row in result["headroom"].items():
-        print(f"  {name:<18}{row['zeroshot']:>7.1f} ->{row['probe']:>6.1f}")
+    with table_unless_json(args.json):
+        print(f"Feature breadth of {clip.name} (top-1 %, v2 scenes): linear probe / zero-shot")
+        for attr, row in result["breadth"].items():
+            print(f"  {attr:<10}{row['probe']:>7.1f}{row['zeroshot']:>7.1f}   chance {row['chance']:.1f}")
+        print("Headroom on the suite's val splits: zero-shot -> linear probe")
+        for name, row in result["headroom"].items():
+            print(f"  {name:<18}{row['zeroshot']:>7.1f} ->{row['probe']:>6.1f}")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     if args.json:
@@ -118,7 +121,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--world", choices=("v1", "v2"), default="v2",
                    help="v2: the shipped checkpoint's recipe (PocketConfig.shipped); v1: the retired "
                         "first world's (PocketConfig.v1)")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--json", action="store_true", help="print only one JSON object (no table)")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("eval", help="zero-shot top-1 on every Pocket dataset")
@@ -127,12 +130,12 @@ def add_commands(subparsers) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N test images of each")
     p.add_argument("--write", default=None, metavar="FILE",
                    help=f"also write the result with provenance (e.g. {RESULTS.relative_to(settings.REPO_ROOT)})")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--json", action="store_true", help="print only one JSON object (no table)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("probe", help="feature breadth (linear probe vs zero-shot per scene attribute) "
                                      "and headroom on the suite's val splits")
     p.add_argument("--backbone", default="pocket", help="backbone name or local CLIP directory")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the result as JSON (never replaced)")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--json", action="store_true", help="print only one JSON object (no table)")
     p.set_defaults(func=cmd_probe)
