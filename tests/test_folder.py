@@ -189,11 +189,13 @@ def test_files_the_layout_does_not_read_are_reported_not_dropped_silently(tmp_pa
               "cat/more/img01.png": "in a sub-folder of a class folder",
               "cat/more/img02.png": "in a sub-folder of a class folder",
               "dog/photo.jfif": "an extension that is not read"}
-    assert main(["data", "check", str(tmp_path), "--json"]) == 0
+    assert main(["data", "check", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "5 file(s) not used (only images directly in a class folder" in out and "OK" in out
     assert "loose.png  (not in a class folder)" in out and "dog/photo.jfif  (an extension that is not read)" in out
-    assert {u["path"]: u["why"] for u in json.loads(out.strip().splitlines()[-1])["unused"]} == unused
+    assert main(["data", "check", str(tmp_path), "--json"]) == 0
+    out = capsys.readouterr().out                                    # --json prints the JSON and nothing else
+    assert {u["path"]: u["why"] for u in json.loads(out)["unused"]} == unused
     # loading warns once per folder and uses the same images as before
     with pytest.warns(UnusedFilesWarning, match=r"5 file\(s\) in .* not used: .*3 in a sub-folder of a class folder "
                                                 r"\(cat/more/img00.png, .*\); 1 an extension that is not read"):

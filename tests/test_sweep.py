@@ -15,7 +15,8 @@ def test_sweep_resumes_records_failures_and_summarises(tiny_hf_dir, tmp_path):
     kw = dict(backbone=str(tiny_hf_dir), datasets=["toy-colours"], out=out, preset="smoke", progress=False)
     first = run_sweep(["zeroshot", "vtclip"], shots=[2, 40], seeds=[1, 2], **kw)
     errors = first.pop("errors")
-    assert first == {"out": str(out), "runs": 8, "ran": 4, "failed": 4, "summary_rows": 2}
+    assert first == {"out": str(out), "runs": 8, "ran": 4, "failed": 4, "unreadable": 0,
+                     "summary_rows": 2}
     failure = json.loads(next((out / "failed").iterdir()).read_text())
     assert failure["shots"] == 40 and "fewer training images" in failure["error"]
     assert len(errors) == 4 and all("40-shot" in e and "fewer training images" in e for e in errors)
