@@ -38,8 +38,10 @@ from .datasets.base import BadImageError
 #: Bumped when the layout of an entry, or what the same key's features are, changes; an entry of an
 #: older format is never reused (the format is part of its key). 1: the first. 2: image files with
 #: transparency composited onto white and 16-bit ones scaled to 8 bits (a726403, b8964f8; format-1
-#: entries of such images hold the features of other pixels).
-CACHE_FORMAT = 2
+#: entries of such images hold the features of other pixels). 3: 32-bit integer (mode I) images scaled
+#: from the smallest range that holds them (5571f16; format-2 entries of 8-bit data saved as mode I hold
+#: the features of a nearly black image).
+CACHE_FORMAT = 3
 
 
 @dataclass
