@@ -186,7 +186,7 @@ def test_split_file_alone_is_enough(tmp_path):
     put(tmp_path / "oxford_pets/images/Bengal_7.jpg")
     rows = [["Bengal_7.jpg", 5, "bengal"]]
     (tmp_path / "oxford_pets/split_zhou_OxfordPets.json").write_text(
-        json.dumps({"train": rows, "val": rows, "test": rows}))
+        json.dumps({"train": [], "val": rows, "test": []}))
     ds = get_dataset("oxford_pets").split("val", tmp_path)
     assert ds.paths == ["Bengal_7.jpg"] and ds.labels.tolist() == [5] and ds[0][1] == 5
 

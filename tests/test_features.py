@@ -203,23 +203,27 @@ def test_a_label_corrected_in_the_split_file_is_not_served_stale_from_the_cache(
 
     from vtclip.datasets.folder import folder_dataset
 
-    root = tmp_path / "pets"
+    root = tmp_path / "pets"           # train/<class>/ names the classes; the split file lists images in pool/
+    (root / "pool").mkdir(parents=True)
     rows = []
     for label, cls in enumerate(("cat", "dog")):
-        (root / cls).mkdir(parents=True)
+        for split in ("train", "test"):
+            (root / split / cls).mkdir(parents=True)
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / split / cls / "0.png")
         for i in range(3):
-            Image.fromarray(np.full((8, 8, 3), 40 * i + 100 * label, np.uint8)).save(root / cls / f"{i}.png")
-            rows.append([f"{cls}/{i}.png", label, cls])
+            Image.fromarray(np.full((8, 8, 3), 40 * i + 100 * label, np.uint8)).save(root / "pool" / f"{cls}{i}.png")
+            rows.append([f"pool/{cls}{i}.png", label, cls])
+    fit = [["train/cat/0.png", 0, "cat"], ["train/dog/0.png", 1, "dog"]]
 
     def test_labels():
-        (root / "split.json").write_text(json.dumps({"train": rows, "val": rows, "test": rows}))
+        (root / "split.json").write_text(json.dumps({"train": fit, "val": [["test/cat/0.png", 0, "cat"]], "test": rows}))
         ds = folder_dataset(root).split("test")
         return ds, features.extract(tiny_hf, ds, dataset_name="pets", split="test", cache_dir=tmp_path / "cache",
                                     num_workers=0, progress=False)
 
     ds, before = test_labels()
     assert before.labels.tolist() == [0, 0, 0, 1, 1, 1] == list(ds.labels)
-    rows[2] = ["cat/2.png", 1, "dog"]              # the same images, one of them relabelled
+    rows[2] = ["pool/cat2.png", 1, "dog"]          # the same images, one of them relabelled
     ds, after = test_labels()
     assert list(ds.labels) == [0, 0, 1, 1, 1, 1] and after.labels.tolist() == list(ds.labels)
     torch.testing.assert_close(after.pooled, before.pooled)      # the images did not change, their features neither

@@ -66,10 +66,42 @@ def test_train_test_folders_and_split_json(tmp_path):
     for cls in ("x", "y"):
         write_images(tmp_path / "val" / cls, 1)
     assert splits(folder_dataset(tmp_path))["val"].split_source == "official"
-    rows = [["train/x/img00.png", 0, "x"]]
-    (tmp_path / "split.json").write_text(json.dumps({"train": rows, "val": rows, "test": rows}))
+    rows = {"train": [["train/x/img00.png", 0, "x"]], "val": [["val/y/img00.png", 1, "y"]],
+            "test": [["test/x/img00.png", 0, "x"]]}
+    (tmp_path / "split.json").write_text(json.dumps(rows))
     ds = folder_dataset(tmp_path).split("train")
     assert ds.split_source == "coop-split-file" and ds.paths == ["train/x/img00.png"]
+
+
+@pytest.mark.parametrize("case, rows, error", [
+    ("a label in another class's folder",
+     {"train": [["x/img00.png", 0, "x"], ["y/img00.png", 0, "x"]], "val": [["x/img01.png", 0, "x"]],
+      "test": [["y/img01.png", 1, "y"]]},
+     r"1 entr\(y/ies\) give a label other than their class folder's: y/img00.png has label 0 \(x\) but is in "
+     r"y/ \(label 1\)\. Labels follow the sorted class folders \(0 x, 1 y\)"),
+    ("an image twice in one split",
+     {"train": [["x/img00.png", 0, "x"], ["x/img00.png", 0, "x"]], "val": [["x/img01.png", 0, "x"]],
+      "test": [["y/img01.png", 1, "y"]]},
+     r"1 image\(s\) listed more than once in 'train' \(x/img00.png\)"),
+    ("a training image that is also a test image",
+     {"train": [["x/img00.png", 0, "x"], ["y/img00.png", 1, "y"]], "val": [["x/img01.png", 0, "x"]],
+      "test": [["y/img01.png", 1, "y"], ["x/img00.png", 0, "x"]]},
+     r"1 image\(s\) are in both 'train' and 'test' \(x/img00.png\); the splits must not share images"),
+    ("a label written as a string",
+     {"train": [["x/img00.png", "0", "x"]], "val": [["x/img01.png", 0, "x"]], "test": [["y/img01.png", 1, "y"]]},
+     r"1 entr\(y/ies\) are not \[relative path, whole-number label, class name\], e\.g\. "
+     r'\["x/img00.png", "0", "x"\] in \'train\''),
+    ("a fractional label",
+     {"train": [["x/img00.png", 0.7, "x"]], "val": [["x/img01.png", 0, "x"]], "test": [["y/img01.png", 1, "y"]]},
+     r"write each label as a JSON integer"),
+])
+def test_split_json_that_would_mislead_is_refused(tmp_path, case, rows, error):
+    """Each of these split files loaded before, giving wrong labels, a double count or a leaked test image."""
+    for cls in ("x", "y"):
+        write_images(tmp_path / cls, 2)
+    (tmp_path / "split.json").write_text(json.dumps(rows))
+    with pytest.raises(ValueError, match=error):
+        folder_dataset(tmp_path)
 
 
 def test_bad_folders_are_explained(tmp_path):
@@ -109,8 +141,9 @@ def test_data_check_finds_files_a_split_json_lists_but_the_folder_lacks(tmp_path
 
     for cls in ("x", "y"):
         write_images(tmp_path / cls, 2)
-    rows = [["x/img00.png", 0, "x"], ["y/img09.png", 1, "y"]]          # y/img09.png does not exist
-    (tmp_path / "split.json").write_text(json.dumps({"train": rows, "val": rows, "test": rows}))
+    rows = {"train": [["x/img00.png", 0, "x"], ["y/img09.png", 1, "y"]],     # y/img09.png does not exist
+            "val": [["x/img01.png", 0, "x"]], "test": [["y/img00.png", 1, "y"]]}
+    (tmp_path / "split.json").write_text(json.dumps(rows))
     assert main(["data", "check", str(tmp_path)]) == 1
     assert "listed image(s) missing" in capsys.readouterr().out
     (tmp_path / "y" / "img09.png").write_bytes((tmp_path / "y" / "img00.png").read_bytes())

@@ -126,6 +126,10 @@ my_images/
 └── split.json           optional: a split in CoOp's format (paths relative to my_images/)
 ```
 
+A `split.json` is checked before use: labels are JSON integers in the sorted order of the class
+folders, an image inside a class folder carries that folder's label, and no image is listed twice
+or in two splits (a test image that was also trained on would make test accuracy a training score).
+
 Without `split.json` the split is generated: per class 50/20/30 for class folders; for
 `train/` + `test/` folders, 20% of each class's training images become val unless `val/` exists.
 The split uses the same seeded path hash as above, so it is deterministic. Every class needs

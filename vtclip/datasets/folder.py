@@ -2,7 +2,9 @@
 
 Layouts, checked in this order:
 - ``split.json`` in the directory: CoOp's split-file format, paths relative to the directory (the
-  class names and their order still come from the class folders, as below, and must match it);
+  class names and their order still come from the class folders, as below, and must match it; an
+  entry inside a class folder carries that folder's label, no image is listed twice, and no split
+  shares an image with another);
 - ``train/<class>/*`` and ``test/<class>/*`` (optional ``val/<class>/*``): those splits; without
   ``val/``, 20% of each class's train images become val;
 - ``<class>/*``: one folder per class, split per class 50/20/30 (train/val/test).
@@ -226,13 +228,34 @@ def read_folder_splits(root: Path, seed: int = SPLIT_SEED) -> tuple[list[str], S
         raise ValueError(f"{where} has one class folder ({folders[0]}/); a classifier needs at least 2 classes: "
                          "add a sub-folder of images for each other class")
     if (root / "split.json").is_file():
-        return folders, read_split_file(root / "split.json", _classnames(root, folders))
+        data = read_split_file(root / "split.json", _classnames(root, folders))
+        _check_split_labels(root / "split.json", data, folders)
+        return folders, data
     if has_splits:
         data = _split_folders(root, folders, seed)
     else:
         data = class_folder_split(root, folders, seed)
     _check_images(root, data, folders)
     return folders, data
+
+
+def _check_split_labels(path: Path, data: SplitData, folders: list[str]) -> None:
+    """An entry inside a class folder (``<class>/...`` or ``<split>/<class>/...``) must carry that
+    folder's label: labels follow the sorted class folders, so another label is a mislabelled image."""
+    index = {f: y for y, f in enumerate(folders)}
+    wrong = []
+    for s in SPLITS:
+        for p, y in zip(data.paths[s], data.labels[s]):
+            parts = Path(p).parts
+            folder = parts[0] if parts and parts[0] in index else (
+                parts[1] if len(parts) > 2 and parts[0] in SPLITS and parts[1] in index else None)
+            if folder is not None and index[folder] != y:
+                wrong.append(f"{p} has label {y} ({folders[y]}) but is in {folder}/ (label {index[folder]})")
+    if wrong:
+        order = ", ".join(f"{y} {f}" for y, f in enumerate(folders[:6])) + (", ..." if len(folders) > 6 else "")
+        raise ValueError(f"{path}: {len(wrong)} entr(y/ies) give a label other than their class folder's: "
+                         f"{'; '.join(wrong[:3])}. Labels follow the sorted class folders ({order}); "
+                         "correct the labels or move the images")
 
 
 def fingerprint(root: Path, data: SplitData, names, templates) -> str:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -57,18 +58,43 @@ def read_split_file(path: str | Path, classnames: Sequence[str]) -> SplitData:
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        entries = {s: [(str(p), int(y), str(c)) for p, y, c in data[s]] for s in SPLITS}
+        entries = {s: [(p, y, str(c)) for p, y, c in data[s]] for s in SPLITS}
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path} is not a CoOp split file: expected a JSON object with keys "
                          f"{list(SPLITS)}, each a list of [relative path, label, class name] ({err})") from err
+    wrong = [(s, [p, y, c]) for s, rows in entries.items() for p, y, c in rows
+             if not isinstance(p, str) or not p or type(y) is not int]
+    if wrong:                     # int("3") or int(2.7) would pass a wrong label on without a word
+        s, row = wrong[0]
+        raise ValueError(f"{path}: {len(wrong)} entr(y/ies) are not [relative path, whole-number label, class "
+                         f"name], e.g. {json.dumps(row)} in {s!r}; write each label as a JSON integer (0, 1, ...) "
+                         "and each path as a non-empty string")
     seen = {y: c for rows in entries.values() for _, y, c in rows}
     bad = sorted(y for y in seen if not 0 <= y < len(classnames))
     if bad:
         raise ValueError(f"{path} has labels {bad[:5]} outside 0..{len(classnames) - 1}; "
                          "is it the split file of another dataset?")
     _check_names(seen, classnames, path)
-    return SplitData({s: [p for p, _, _ in rows] for s, rows in entries.items()},
-                     {s: [y for _, y, _ in rows] for s, rows in entries.items()}, SOURCE_FILE)
+    paths = {s: [p for p, _, _ in rows] for s, rows in entries.items()}
+    check_split_paths(path, paths)
+    return SplitData(paths, {s: [y for _, y, _ in rows] for s, rows in entries.items()}, SOURCE_FILE)
+
+
+def check_split_paths(where, paths: dict[str, list[str]]) -> None:
+    """Refuse an image listed twice in one split (it would count twice) or in two splits (a test image
+    that was trained on, or chosen on, makes test accuracy a training accuracy)."""
+    for s in SPLITS:
+        twice = sorted({p for p, n in Counter(paths[s]).items() if n > 1})
+        if twice:
+            raise ValueError(f"{where}: {len(twice)} image(s) listed more than once in {s!r} "
+                             f"({', '.join(twice[:3])}{', ...' if len(twice) > 3 else ''}); list each once")
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1:]:
+            both = sorted(set(paths[a]) & set(paths[b]))
+            if both:
+                raise ValueError(f"{where}: {len(both)} image(s) are in both {a!r} and {b!r} "
+                                 f"({', '.join(both[:3])}{', ...' if len(both) > 3 else ''}); the splits must "
+                                 "not share images, or the accuracy measured on one is partly a training score")
 
 
 def _check_names(seen: dict[int, str], classnames: Sequence[str], path: Path) -> None:
