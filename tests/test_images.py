@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from vtclip.cli import main
-from vtclip.datasets.base import to_rgb
+from vtclip.datasets.base import BadImageError, to_rgb
 from vtclip.datasets.folder import folder_dataset
 
 
@@ -55,6 +55,24 @@ def test_float_images_are_scaled_from_the_smallest_range_that_holds_them():
     for value, want in ((0.25, 64), (100.0, 100), (1000.0, 4)):
         im = to_rgb(Image.fromarray(np.full((2, 2), value, np.float32)))
         assert im.mode == "RGB" and np.asarray(im)[0, 0, 0] == want
+
+
+@pytest.mark.parametrize("mode, values, error", [
+    ("F", (0.0, 1.5), r"float \(mode F\) pixels range from 0 to 1.5: above 0..1, yet under 1 % of 0..255"),
+    ("F", (-0.8, 0.9), r"range from -0.8 to 0.9: negative intensities .* fit no image range"),
+    ("F", (0.0, np.nan), r"include NaN or infinite values"),
+    ("I", (-5, 200), r"integer \(mode I\) pixels range from -5 to 200: negative intensities"),
+])
+def test_pixels_no_range_explains_are_refused_with_the_file(tmp_path, mode, values, error):
+    """These loaded before as a guess: 0..1.5 nearly black, negatives and NaN as black."""
+    write_folder(tmp_path)
+    dtype = np.float32 if mode == "F" else np.int32
+    Image.fromarray(np.array([[values[0], values[1]]] * 2, dtype)).save(tmp_path / "a" / "odd.tif")
+    assert Image.open(tmp_path / "a" / "odd.tif").mode == mode
+    ds = folder_dataset(tmp_path).split("train")
+    ds.paths, ds.labels = ["a/odd.tif"], np.zeros(1, np.int64)
+    with pytest.raises(BadImageError, match=r"cannot read image .*odd.tif: .*" + error + r".*--skip-bad-images"):
+        ds.load_image(0)
 
 
 def test_32_bit_integer_images_are_scaled_from_the_smallest_range_that_holds_them(tmp_path):

@@ -95,9 +95,13 @@ def to_rgb(im: Image.Image) -> Image.Image:
     and 8-bit data saved as 32 bits) from 0..255, 0..65535 or 0..2**31-1; floats (``F``) from 0..1,
     0..255 or 0..65535. (A 16-bit image stored as ``I`` whose pixels all lie below 256 is therefore
     read as 8-bit data: nearly black in 16 bits, it is shown at its own contrast.)
+    Pixels no range explains raise ``ValueError`` (``BadImageError`` when read from a file): negative
+    ones, NaN or infinite floats, and floats just above 1 (up to 2.55, i.e. over 0..1 but under 1 % of
+    0..255: an overshooting 0..1 image or a nearly black 0..255 one, which cannot be told apart).
     """
     if im.mode in _WIDE_MODES or im.mode == "F":
-        x = np.nan_to_num(np.asarray(im, dtype=np.float64))      # (H, W)
+        x = np.asarray(im, dtype=np.float64)                      # (H, W)
+        _check_open_range(x, im.mode)
         ranges = _OPEN_RANGES.get(im.mode)
         top = (_WIDE_MODES[im.mode] if ranges is None
                else next((t for t in ranges if x.max(initial=0) <= t), ranges[-1]))
@@ -107,6 +111,22 @@ def to_rgb(im: Image.Image) -> Image.Image:
         im = im.convert("RGBA")                                      # (PIL warns on P -> RGB directly)
         return Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im).convert("RGB")
     return im.convert("RGB")
+
+
+def _check_open_range(x: np.ndarray, mode: str) -> None:
+    """Refuse pixels that no intensity range explains (see ``to_rgb``): scaling them would guess."""
+    what = f"{'float' if mode == 'F' else 'integer'} (mode {mode}) pixels"
+    if not np.isfinite(x).all():
+        raise ValueError(f"{what} include NaN or infinite values; save the image with finite intensities "
+                         "(8-bit, or floats in 0..1)")
+    lo, hi = x.min(initial=0), x.max(initial=0)
+    if lo < 0:
+        raise ValueError(f"{what} range from {lo:g} to {hi:g}: negative intensities (normalised data?) fit "
+                         "no image range; save it as 8-bit, or as floats in 0..1")
+    if mode == "F" and 1 < hi < 2.55:
+        raise ValueError(f"{what} range from {lo:g} to {hi:g}: above 0..1, yet under 1 % of 0..255, so it is "
+                         "either a 0..1 image that overshoots or a nearly black 0..255 one; rescale it to "
+                         "0..1 (or save it as 8-bit)")
 
 
 class BadImageError(OSError):
