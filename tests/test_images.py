@@ -111,8 +111,15 @@ def test_decompression_bombs_are_named_and_left_out_on_request(tmp_path, capsys,
     Image.new("RGB", (20, 20)).save(tmp_path / "a" / "bomb.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)        # 400 pixels > 2 x 100: PIL refuses it
     assert main(["data", "check", str(tmp_path), "--images", "--json"]) == 1
-    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    report = json.loads(capsys.readouterr().out)
     assert report["bad_images"] == [str(tmp_path / "a" / "bomb.png")]
+    assert "exceeds limit" in report["bad_image_reasons"][str(tmp_path / "a" / "bomb.png")]
+    (tmp_path / "b" / "cut.png").write_bytes((tmp_path / "b" / "img0.png").read_bytes()[:40])
+    assert main(["data", "check", str(tmp_path), "--images"]) == 1
+    out = capsys.readouterr().out             # each file with why it failed, then what to do
+    assert f"{tmp_path / 'a' / 'bomb.png'}: Image size (400 pixels) exceeds limit" in out
+    assert f"{tmp_path / 'b' / 'cut.png'}: " in out and "2 unreadable image(s)" in out
+    assert "remove or replace them, or leave them out of a run with --skip-bad-images" in out
     spec = folder_dataset(tmp_path)
     split = next(s for s in ("train", "val", "test") if "a/bomb.png" in spec.split(s).paths)
     with pytest.raises(OSError, match="bomb.png.*--skip-bad-images"):

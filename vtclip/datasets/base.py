@@ -76,7 +76,7 @@ class ImageFiles(LabeledImages):
                                 "leave unreadable images out with --skip-bad-images (vtclip train, zeroshot, "
                                 "sweep, ablate, curves) or split(..., skip_bad_images=True); they are listed in "
                                 "the record's `dropped_images`. `vtclip data check NAME --images` lists them all.",
-                                path=str(path)) from err
+                                path=str(path), reason=str(err)) from err
 
 
 #: Full scale of the pixel modes PIL's ``convert("RGB")`` would clip at 255 (a 16-bit PNG: all white).
@@ -130,11 +130,12 @@ def _check_open_range(x: np.ndarray, mode: str) -> None:
 
 
 class BadImageError(OSError):
-    """An image file exists but cannot be decoded; ``path`` says which."""
+    """An image file exists but cannot be decoded; ``path`` says which, ``reason`` why (one line)."""
 
-    def __init__(self, message: str, path: str = ""):
+    def __init__(self, message: str, path: str = "", reason: str = ""):
         super().__init__(message)
         self.path = path
+        self.reason = reason or message
 
 
 @dataclass(frozen=True)
@@ -274,14 +275,17 @@ def few_shot_val(labels: Sequence[int], shots: int, seed: int, num_classes: int 
     return few_shot(labels, min(shots, 4), seed, num_classes, allow_fewer=True)
 
 
-def check_images(dataset: LabeledImages, progress: bool = False) -> list[str]:
-    """Decode every image of ``dataset``; return the paths (idents) of those that cannot be read."""
+def check_images(dataset: LabeledImages, progress: bool = False, reasons: dict | None = None) -> list[str]:
+    """Decode every image of ``dataset``; return the paths (idents) of those that cannot be read.
+    ``reasons``, when given, receives each such path's reason (``BadImageError.reason``)."""
     bad = []
     for i in range(len(dataset)):
         try:
             dataset.load_image(i)
         except BadImageError as err:
             bad.append(err.path or dataset.ident(i))
+            if reasons is not None:
+                reasons[bad[-1]] = err.reason
         if progress and (i + 1) % 1000 == 0:
             print(f"  checked {i + 1}/{len(dataset)} images, {len(bad)} unreadable", flush=True)
     return bad

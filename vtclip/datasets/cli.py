@@ -98,11 +98,15 @@ def _check_files(image_dir: Path, paths: dict, report: dict, coop_sizes: dict | 
 
 def _check_decoding(spec, args, report: dict) -> int:
     """--images: decode every image of every split; list the unreadable ones."""
-    bad = []
+    bad, why = [], {}
     for s in SPLITS:
-        bad += check_images(spec.split(s, args.data_root), progress=not args.json)
-    report["bad_images"] = bad
-    print(f"  {len(bad)} unreadable image(s)" + "".join(f"\n    {p}" for p in bad[:20]))
+        bad += check_images(spec.split(s, args.data_root), progress=not args.json, reasons=why)
+    report["bad_images"], report["bad_image_reasons"] = bad, why
+    print(f"  {len(bad)} unreadable image(s)" + "".join(f"\n    {p}: {why[p]}" for p in bad[:20]) +
+          (f"\n    ... and {len(bad) - 20} more (--json lists them all)" if len(bad) > 20 else ""))
+    if bad:
+        print("  remove or replace them, or leave them out of a run with --skip-bad-images (vtclip train, "
+              "zeroshot, sweep, ablate, curves): the record then lists them in `dropped_images`")
     return 1 if bad else 0
 
 
