@@ -266,3 +266,19 @@ def test_a_dataset_path_that_is_not_a_folder_says_so(tmp_path):
         get_dataset(str(tmp_path / "a.txt"))
     with pytest.raises(ValueError, match=r"Unknown dataset 'nope'\. Known datasets:"):
         get_dataset("nope")                             # a bare name: the registry's list
+
+
+def test_the_fingerprint_follows_content_not_only_names_and_sizes(tmp_path):
+    """Two images of one size swapping content left the digest as it was: records of both versions
+    would have been averaged as one row."""
+    for cls in ("x", "y"):
+        write_images(tmp_path / cls, 4)
+    before = folder_dataset(tmp_path).extra["fingerprint"]
+    assert folder_dataset(tmp_path).extra["fingerprint"] == before               # nothing changed
+    a, b = tmp_path / "x" / "img01.png", tmp_path / "y" / "img02.png"
+    bytes_a, bytes_b = a.read_bytes(), b.read_bytes()
+    assert len(bytes_a) == len(bytes_b) and bytes_a != bytes_b
+    a.write_bytes(bytes_b), b.write_bytes(bytes_a)
+    assert folder_dataset(tmp_path).extra["fingerprint"] != before
+    a.write_bytes(bytes_a), b.write_bytes(bytes_b)
+    assert folder_dataset(tmp_path).extra["fingerprint"] == before                # back: the same digest

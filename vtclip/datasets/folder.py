@@ -260,20 +260,37 @@ def _check_split_labels(path: Path, data: SplitData, folders: list[str]) -> None
 
 def fingerprint(root: Path, data: SplitData, names, templates) -> str:
     """A short digest of what a run on the folder sees: class names, prompts, and every split's
-    paths, labels and file sizes. Records carry it, so a grid never averages runs on two contents."""
+    paths, labels and file contents. Records carry it, so a grid never averages runs on two contents
+    (an image replaced by another of the same size included)."""
     h = hashlib.sha1(json.dumps([list(names), list(templates), data.source]).encode())
     for s in SPLITS:
         for path, label in zip(data.paths[s], data.labels[s]):
-            h.update(f"\n{s}:{label}:{path}:{_size(root / path)}".encode())
+            h.update(f"\n{s}:{label}:{path}:{file_digest(root / path)}".encode())
     return h.hexdigest()[:16]
 
 
-def _size(path: Path) -> int:
-    """A file's size, -1 for one that cannot be read (a broken link: reading it will say so)."""
+def file_digest(path: Path) -> str:
+    """A digest of a file's bytes ("-" for one that cannot be read: a broken link, which reading the
+    image will name). Kept per process for an unchanged file (same size, modification time, inode),
+    so loading a folder again does not read its images again."""
     try:
-        return path.stat().st_size
+        st = path.stat()
     except OSError:
-        return -1
+        return "-"
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _DIGESTS:
+        h = hashlib.blake2b(digest_size=12)
+        try:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except OSError:
+            return "-"
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+_DIGESTS: dict[tuple, str] = {}
 
 
 def folder_dataset(path: str | Path, seed: int = SPLIT_SEED) -> DatasetSpec:
