@@ -375,6 +375,22 @@ def test_an_entry_altered_after_it_was_written_is_refused_naming_its_folder(tiny
                 "grid": "grid (2, 2)"}[alter] in str(err.value)
 
 
+def test_a_spatial_row_outside_the_sampled_ones_is_caught_too(tiny_hf, toy_test, tmp_path):
+    """The sampled checksum covers CHECKED_ROWS rows; a map this small is checked whole, so a change
+    in any other row is refused as well (it used to be served)."""
+    n = features.CHECKED_ROWS + 8
+    assert len(toy_test) >= n
+    _extract(tiny_hf, toy_test, tmp_path, indices=range(n))
+    (entry,) = (tmp_path / "toy-colours").iterdir()
+    rows = json.loads((entry / "meta.json").read_text())["checks"]["spatial_rows"]
+    row = next(i for i in range(n) if i not in rows)
+    arr = np.load(entry / "spatial.npy")
+    arr[0, row].flat[7] += 0.25
+    np.save(entry / "spatial.npy", arr)
+    with pytest.raises(RuntimeError, match=r"is damaged \(ValueError: its spatial.npy differ"):
+        _extract(tiny_hf, toy_test, tmp_path, indices=range(n), mmap=True)
+
+
 def test_an_entry_from_before_transparency_was_composited_on_white_is_not_reused(tiny_hf, tmp_path, monkeypatch):
     """Entries written before b8964f8 hold the features of transparent pixels as they were stored (here
     black); the format bump keeps them from being served, and the next extraction says they are there."""

@@ -511,28 +511,40 @@ def load_entry(entry: Path, key: dict, mmap: bool = False) -> FeatureSet:
     return feats
 
 
-#: Rows (one view of one image each) of the spatial map that an entry's checksum covers: any of them
-#: altered is caught, and reading them at every load stays cheap (32 rows of RN50's raw map: 13 MB).
+#: Rows (one view of one image each) of the spatial map that an entry's sampled checksum covers: any
+#: of them altered is caught, and reading them at every load stays cheap (32 rows of RN50's raw map: 13 MB).
 CHECKED_ROWS = 32
+#: Spatial maps up to this size are checked whole at every load (a Pocket entry: tens of MB, hashed in
+#: tens of ms); larger ones by the sampled rows only (an ImageNet map would be read in full each time).
+FULL_CHECK_BYTES = 512 * 2**20
 
 
-def checksums(pooled: np.ndarray, spatial: np.ndarray, rows: list[int] | None = None) -> dict:
-    """SHA-1 of the whole pooled array and of ``rows`` (default: ``CHECKED_ROWS`` spread evenly) of the
-    spatial map (V, N, HW, C) taken as V*N rows; read from a memory map, only those rows are touched."""
+def checksums(pooled: np.ndarray, spatial: np.ndarray, rows: list[int] | None = None, full: bool = True) -> dict:
+    """SHA-1 of the whole pooled array, of ``rows`` (default: ``CHECKED_ROWS`` spread evenly) of the
+    spatial map (V, N, HW, C) taken as V*N rows, and (``full``) of the whole map, read row by row so a
+    memory-mapped map is never copied whole; with ``full=False`` only the sampled rows are touched."""
     flat = spatial.reshape(-1, *spatial.shape[2:])                                      # (V*N, HW, C)
     if rows is None:
         rows = np.unique(np.linspace(0, len(flat) - 1, min(CHECKED_ROWS, len(flat))).round().astype(int)).tolist()
     sample = hashlib.sha1()
     for i in rows:
         sample.update(np.ascontiguousarray(flat[i]).tobytes())
-    return {"pooled_sha1": hashlib.sha1(np.ascontiguousarray(pooled).tobytes()).hexdigest(),
-            "spatial_rows": rows, "spatial_sample_sha1": sample.hexdigest()}
+    out = {"pooled_sha1": hashlib.sha1(np.ascontiguousarray(pooled).tobytes()).hexdigest(),
+           "spatial_rows": rows, "spatial_sample_sha1": sample.hexdigest()}
+    if full:
+        whole = hashlib.sha1()
+        for row in flat:
+            whole.update(np.ascontiguousarray(row).tobytes())
+        out["spatial_sha1"] = whole.hexdigest()
+    return out
 
 
 def verify_entry(feats: FeatureSet, key: dict, meta: dict) -> None:
     """Raise ``ValueError`` saying what differs if a loaded entry is not what was written: its labels
     against the key's hash, the map's positions against its grid, its features against the checksums
-    that ``write_entry`` stored (entries written before those existed have none: labels and shapes only)."""
+    that ``write_entry`` stored: the pooled features whole, the spatial map whole up to ``FULL_CHECK_BYTES``
+    and by its sampled rows beyond (``vtclip data check``-style full reads of huge maps at every load would
+    cost more than the extraction saves)."""
     labels = np.asarray(feats.labels).astype(np.int64)
     if key.get("labels_sha1") and hashlib.sha1(labels.tobytes()).hexdigest() != key["labels_sha1"]:
         raise ValueError("its labels.npy differs from the labels it was written with")
@@ -541,8 +553,11 @@ def verify_entry(feats: FeatureSet, key: dict, meta: dict) -> None:
         raise ValueError(f"its spatial map has {feats.spatial.shape[2]} positions, its grid {grid} says otherwise")
     checks = meta.get("checks")
     if checks is not None:
-        now = checksums(feats.pooled.numpy(), feats.spatial.numpy(), checks["spatial_rows"])
-        changed = [name for name, k in (("pooled.npy", "pooled_sha1"), ("spatial.npy", "spatial_sample_sha1"))
+        spatial = feats.spatial.numpy()
+        whole = "spatial_sha1" in checks and spatial.nbytes <= FULL_CHECK_BYTES
+        now = checksums(feats.pooled.numpy(), spatial, checks["spatial_rows"], full=whole)
+        changed = [name for name, k in (("pooled.npy", "pooled_sha1"),
+                                        ("spatial.npy", "spatial_sha1" if whole else "spatial_sample_sha1"))
                    if now[k] != checks[k]]
         if changed:
             raise ValueError(f"its {' and '.join(changed)} differ from the checksums written in its meta.json")
