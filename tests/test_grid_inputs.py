@@ -50,6 +50,9 @@ def _cli(capsys, *argv):
     (["sweep", "--methods", "vtclip", "--shots", "1", "--train", "epoch_on_val=False"],
      "epoch_on_val must be true or false"),
     (["sweep", "--methods", "vtclip", "--shots", "1", "--train", "lr=abc"], "lr must be a number > 0, got 'abc'"),
+    (["sweep", "--methods", "vtclip", "--shots", "1", "--backbone", "RN5O"],
+     "Unknown backbone 'RN5O'. Known backbones: "),               # was: every run failed, one by one
+    (["curves", "--shots", "1", "--backbone", "pockett"], "Unknown backbone 'pockett'. Known backbones: "),
     (["curves", "--shots", "1", "--seeds", "2", "2"], "--seeds: 2 given more than once"),
     (["demo", "--seeds", "1", "1"], "--seeds: 1 given more than once"),
     (["demo", "--datasets", "toy-colours"], "toy-colours is not in it"),

@@ -188,7 +188,7 @@ def test_cli_demo_json_has_the_contract_shape(capsys, tmp_path):
 
     assert main(["demo", "--smoke", "--seeds", "1", "2", "--datasets", "pocket-pairs", "--json",
                  "--out", str(tmp_path / "demo")]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = json.loads(capsys.readouterr().out)                  # --json: the JSON object alone
     assert result["backbone"] == "pocket" and result["shots"] == 16 and result["seeds"] == [1, 2]
     assert result["preset"] == "smoke" and result["seconds"] > 0
     row = result["datasets"]["pocket-pairs"]

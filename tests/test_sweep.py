@@ -224,7 +224,7 @@ def test_sweep_refuses_zero_shots_before_loading_anything(tmp_path):
     import pytest
 
     with pytest.raises(ValueError, match=r"shots must be a whole number of at least 1, got 0"):
-        run_sweep(["vtclip"], "no-such-backbone", ["toy-colours"], [0, 2], [1], tmp_path / "run", progress=False)
+        run_sweep(["vtclip"], "pocket", ["toy-colours"], [0, 2], [1], tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()                   # nothing loaded, nothing written
 
 
@@ -291,8 +291,13 @@ def test_sweep_and_curves_skip_bad_images_only_when_asked(tiny_hf_dir, tmp_path,
     assert load_records(tmp_path / "strict") == []
     capsys.readouterr()
     # with it: both runs finish on the other test images, and their records name the file left out
-    with pytest.warns(UserWarning, match="left out 1 unreadable image"):
-        assert main([*sweep, "--out", str(tmp_path / "lenient"), "--skip-bad-images"]) == 0
+    assert main([*sweep, "--out", str(tmp_path / "lenient"), "--skip-bad-images"]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["ran"] == 2                 # --json: stdout is the JSON object alone
+    warned = [line for line in printed.err.splitlines() if "unreadable image" in line]
+    assert warned and all(line.startswith("vtclip sweep: warning: ") and "left out 1 unreadable image(s), e.g. "
+                          f"{bad} (the record lists them in dropped_images)" in line for line in warned)
+    assert ".py:" not in printed.err                           # one line, not Python's file/line/source form
     records = load_records(tmp_path / "lenient")
     assert sorted(r["method"] for r in records) == ["vtclip", "zeroshot"]
     assert all(r["config"]["dropped_images"] == [f"test:{bad}"] and r["n_test"] == n_test - 1 for r in records)
@@ -303,8 +308,9 @@ def test_sweep_and_curves_skip_bad_images_only_when_asked(tiny_hf_dir, tmp_path,
               "--preset", "smoke", "--json"]
     assert main([*curves, "--out", str(tmp_path / "c1")]) == 2
     assert str(bad) in capsys.readouterr().err
-    with pytest.warns(UserWarning, match="left out 1 unreadable image"):
-        assert main([*curves, "--out", str(tmp_path / "c2"), "--skip-bad-images"]) == 0
+    assert main([*curves, "--out", str(tmp_path / "c2"), "--skip-bad-images"]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["ran"] == 1 and "vtclip curves: warning: " in printed.err
     (path,) = (tmp_path / "c2").glob("*.curves.json")
     rec = json.loads(path.read_text())
     assert rec["config"]["dropped_images"] == [f"train:{bad}"] and rec["n_train"] + rec["n_dev"] == n_train - 1

@@ -1,4 +1,4 @@
-"""The ``vtclip`` command. ``--json`` makes a command print one JSON object as its last line.
+"""The ``vtclip`` command. ``--json`` makes a command print one JSON object and nothing else on stdout.
 
 Each command group lives next to the code it drives; this file only wires them together.
 """
@@ -13,7 +13,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from .options import USER_ERRORS, add_skip_bad_images, parse_options
+from .options import USER_ERRORS, add_skip_bad_images, parse_options, table_unless_json
 from .options import print_json as _print_json
 
 
@@ -103,12 +103,13 @@ def cmd_demo(args) -> int:
     result = run_demo(args.backbone, args.datasets, shots=args.shots, seeds=tuple(args.seeds),
                       cfg=cfg.replace(progress=False), out=args.out, progress=not args.json)
     result["preset"] = preset
-    print(f"\n{result['backbone']} CLIP, {result['shots']} shots, seeds {result['seeds']}, {preset} schedule "
-          f"({result['seconds']:.0f} s). Top-1 accuracy (%) on the Pocket suite (Pocket world, not real data):")
-    print(f"{'dataset':<22}{'chance':>8}{'zero-shot':>11}{'VT-CLIP':>16}")
-    for name, row in result["datasets"].items():
-        print(f"{name:<22}{row['chance']:>8.1f}{row['zeroshot']:>11.1f}"
-              f"{row['vtclip']:>10.1f} ± {row['vtclip_std']:.1f}")
+    with table_unless_json(args.json):
+        print(f"\n{result['backbone']} CLIP, {result['shots']} shots, seeds {result['seeds']}, {preset} schedule "
+              f"({result['seconds']:.0f} s). Top-1 accuracy (%) on the Pocket suite (Pocket world, not real data):")
+        print(f"{'dataset':<22}{'chance':>8}{'zero-shot':>11}{'VT-CLIP':>16}")
+        for name, row in result["datasets"].items():
+            print(f"{name:<22}{row['chance']:>8.1f}{row['zeroshot']:>11.1f}"
+                  f"{row['vtclip']:>10.1f} ± {row['vtclip_std']:.1f}")
     if args.json:
         _print_json(result)
     return 0
@@ -122,7 +123,7 @@ def add_common(p: argparse.ArgumentParser, dataset: bool = True) -> None:
     p.add_argument("--data-root", default=None, help="where datasets live (default $VTCLIP_HOME/data)")
     p.add_argument("--spatial", default="raw", choices=["raw", "projected"])
     add_skip_bad_images(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--json", action="store_true", help="print only one JSON object (no table)")
 
 
 def build_parser() -> argparse.ArgumentParser:

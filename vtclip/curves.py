@@ -107,7 +107,7 @@ def run_curves_grid(method: str, backbone: str, datasets, shots: int, seeds, out
 
     ``skip_bad_images`` leaves unreadable train / val images out (listed in each record's
     ``config.dropped_images``) instead of stopping."""
-    check_grid(methods=[method], datasets=datasets, seeds=seeds)
+    check_grid(methods=[method], datasets=datasets, seeds=seeds, backbone=backbone)
     check_options(method, options)              # before any work, as every other grid
     out = check_out(out)
     with out_lock(out):                         # one process per folder: never a run trained twice
@@ -208,10 +208,10 @@ def cmd_curves(args) -> int:
     result = run_curves_grid(args.method, args.backbone, dataset_names(args.datasets), args.shots, args.seeds, args.out,
                              args.preset, variant, args.data_root, progress=not args.json,
                              skip_bad_images=args.skip_bad_images, **options)
-    print(f"curves: {result['ran']} run(s) done, {result['already_there']} already there, in {args.out}")
     if args.json:
         print_json({**result, "variant": variant})
     else:
+        print(f"curves: {result['ran']} run(s) done, {result['already_there']} already there, in {args.out}")
         print(curves_table(args.out, args.method, args.backbone, dataset_names(args.datasets), args.shots, variant))
     return 0
 

@@ -67,7 +67,7 @@ def load_task(backbone, dataset: str, spatial: str = "raw", data_root=None, prog
     if data_root is not None and spec.kind != "real":
         warnings.warn(f"--data-root {data_root} is not used: {spec.name} is a {spec.kind} dataset, which "
                       "reads its images from " + ("its own folder" if spec.kind == "folder" else "nowhere (it "
-                      "renders them)"), stacklevel=2)
+                      "renders them)"), UnusedOptionWarning, stacklevel=2)
     clip = load_clip(backbone, spatial=spatial) if isinstance(backbone, str) else backbone
     task = Task(clip, spec, skip_bad_images, None, None, data_root, "builtin", [])
     split = task.split("test" if test else "train")
@@ -286,10 +286,15 @@ def keep_result(write: Callable[[], Path], record: dict, where) -> Path | None:
         return None
 
 
-def check_grid(methods=(), datasets=(), shots=(), seeds=()) -> None:
-    """Before any work: every method and dataset of a grid is known, and nothing is given twice (a
-    seed twice would count one run twice in a mean, or fail after training on its own record)."""
+def check_grid(methods=(), datasets=(), shots=(), seeds=(), backbone=None) -> None:
+    """Before any work: the backbone and every method and dataset of a grid are known, and nothing is
+    given twice (a seed twice would count one run twice in a mean, or fail after training on its own
+    record). An unknown backbone would otherwise fail every run of the grid, one by one."""
+    from .backbones import check_backbone
     from .methods import METHODS
+
+    if isinstance(backbone, str):
+        check_backbone(backbone)
 
     for flag, values in (("--methods", methods), ("--datasets", datasets), ("--shots", shots), ("--seeds", seeds)):
         twice = sorted({str(v) for v in values if list(values).count(v) > 1})
@@ -409,6 +414,10 @@ def check_same_data(paths, datasets) -> None:
             f"and {record.get('n_test', '?')} test images; it now has content {data_fingerprint(spec)!r} and "
             f"{spec.extra['sizes']['test']} test images (images or class names changed); resuming would mix "
             "two splits in one row. Use a new --out folder, or move the old records away.")
+
+
+class UnusedOptionWarning(UserWarning):
+    """An option was given that the run does not use (e.g. ``--data-root`` for a rendered dataset)."""
 
 
 class BadRecordWarning(UserWarning):

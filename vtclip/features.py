@@ -400,7 +400,11 @@ def warn_outdated(folder: Path) -> None:
         size = sum(f.stat().st_size for e in old for f in e.iterdir() if f.is_file())
         warnings.warn(f"Feature cache entries written by an older vtclip (cache format < {CACHE_FORMAT}) are not "
                       f"reused: {len(old)} in {folder}, {_gib(size)}. Their features are computed again; delete "
-                      "those folders (their meta.json says \"format\") to free the space.", stacklevel=3)
+                      "those folders (their meta.json says \"format\") to free the space.", OldCacheWarning, stacklevel=3)
+
+
+class OldCacheWarning(UserWarning):
+    """Entries of an older ``CACHE_FORMAT`` sit in a cache folder (never reused; not deleted)."""
 
 
 _SCANNED: set[tuple[Path, int]] = set()

@@ -29,7 +29,7 @@ from .datasets.base import check_draw
 from .experiments import (check_grid, check_out, check_resume, dataset_label, dataset_names, keep_result, load_task,
                           method_label, out_lock, readable_records, record_name, run_method, run_record_name,
                           summary_row, write_record)
-from .options import add_skip_bad_images, parse_options, print_json
+from .options import add_skip_bad_images, parse_options, print_json, table_unless_json
 from .train import TrainConfig
 
 
@@ -49,7 +49,7 @@ def run_sweep(methods, backbone: str, datasets, shots, seeds, out, preset: str =
     its records carry ``"variant": name`` (also in the file name, ``method+name__...``).
     """
     settings.cache_dtype()                             # a bad $VTCLIP_CACHE_DTYPE: refused before any work
-    check_grid(methods, datasets, shots, seeds)       # before any model loads: names, duplicates,
+    check_grid(methods, datasets, shots, seeds, backbone)   # before any model loads: names, duplicates,
     for k, seed in itertools.product(shots, seeds):   # and draws, which would fail every run
         check_draw(k, seed)
     check_variants(methods, variants)
@@ -240,11 +240,12 @@ def run_grid(command: str, methods, args, shots, variants=None) -> int:
                        args.data_root, progress=not args.json, variants=variants,
                        skip_bad_images=args.skip_bad_images)
     bad = result.get("unreadable", 0)
-    print(f"{command}: {result['ran']} run(s) done, {result['failed']} failed, "
-          f"{result['runs'] - result['ran'] - result['failed'] - bad} already there"
-          + (f", {bad} left out as unreadable (named above: delete them to have those runs done again)"
-             if bad else "") + "; "
-          + (f"summary in {args.out}/summary.csv" if result["summary_rows"] else f"no records in {args.out} yet"))
+    with table_unless_json(args.json):
+        print(f"{command}: {result['ran']} run(s) done, {result['failed']} failed, "
+              f"{result['runs'] - result['ran'] - result['failed'] - bad} already there"
+              + (f", {bad} left out as unreadable (named above: delete them to have those runs done again)"
+                 if bad else "") + "; "
+              + (f"summary in {args.out}/summary.csv" if result["summary_rows"] else f"no records in {args.out} yet"))
     if result["failed"]:
         print(f"{command}: why they failed, with tracebacks: {args.out}/failed/; the first: {result['errors'][0]}",
               file=sys.stderr)

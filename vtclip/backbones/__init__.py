@@ -45,14 +45,20 @@ def load_clip(name: str, spatial: str = "raw", device: torch.device | str | None
                 "`vtclip pocket pretrain`.")
         clip = load_hf_clip(folder, spatial, dtype, device, name=name,
                             weights_tag=f"pocket:{sampled_digest(folder)}")
-    elif name in HF_MODELS or Path(name).expanduser().is_dir():
-        clip = load_hf_clip(name, spatial, dtype, device)
     else:
-        raise ValueError(f"Unknown backbone {name!r}. Known backbones: {', '.join(KNOWN_BACKBONES)}; "
-                         "or pass the path of a local transformers CLIP directory.")
+        check_backbone(name)
+        clip = load_hf_clip(name, spatial, dtype, device)
     return clip.to(device)
 
 
-__all__ = ["load_clip", "FrozenCLIP", "ImageFeatures", "WeightsUnavailableError", "KNOWN_BACKBONES",
+def check_backbone(name: str) -> None:
+    """Raise ``ValueError`` listing the known backbones unless ``name`` is one, or a local folder
+    (whose files ``load_clip`` checks): grids call it before any work."""
+    if not (name in OPEN_CLIP_MODELS or name == "pocket" or name in HF_MODELS or Path(name).expanduser().is_dir()):
+        raise ValueError(f"Unknown backbone {name!r}. Known backbones: {', '.join(KNOWN_BACKBONES)}; "
+                         "or pass the path of a local transformers CLIP directory.")
+
+
+__all__ = ["load_clip", "check_backbone", "FrozenCLIP", "ImageFeatures", "WeightsUnavailableError", "KNOWN_BACKBONES",
            "SPATIAL_MODES", "OpenCLIPBackbone", "HFCLIPBackbone", "load_hf_clip", "load_open_clip",
            "POCKET_DIR"]

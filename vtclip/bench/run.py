@@ -136,12 +136,13 @@ def cmd_bench(args) -> int:
 
     target = record_path(record, args.out)
     path = keep_result(lambda: save_record(record, target), record, target)
-    print(table(record))
-    if path is None:                                      # printed above: the numbers are not lost
+    if path is None:                                      # printed as JSON: the numbers are not lost
         return 1
-    print(f"record written to {path}")
     if args.json:
         print(json.dumps(record))
+    else:
+        print(table(record))
+        print(f"record written to {path}")
     return 0
 
 
@@ -153,5 +154,5 @@ def add_commands(sub) -> None:
     p.add_argument("--quick", action="store_true", help="tiny architectures, seconds (a smoke test)")
     p.add_argument("--out", default=None, help="record path (default results/bench/bench_<device>_<time>.json)")
     p.add_argument("--note", default=None, help="free text stored in the record (e.g. 'CPU shared')")
-    p.add_argument("--json", action="store_true", help="print the record as one JSON line last")
+    p.add_argument("--json", action="store_true", help="print only the record, as one JSON object (no table)")
     p.set_defaults(func=cmd_bench)

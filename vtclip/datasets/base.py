@@ -129,6 +129,10 @@ def _check_open_range(x: np.ndarray, mode: str) -> None:
                          "0..1 (or save it as 8-bit)")
 
 
+class BadImagesLeftOutWarning(UserWarning):
+    """``skip_bad_images=True`` left unreadable images out of a split (named in the message)."""
+
+
 class BadImageError(OSError):
     """An image file exists but cannot be decoded; ``path`` says which, ``reason`` why (one line)."""
 
@@ -161,7 +165,7 @@ class DatasetSpec:
         """Load one split ("train", "val" or "test").
 
         ``skip_bad_images=True`` decodes every image first and leaves the unreadable ones out, with a
-        warning; their paths are in the returned dataset's ``dropped_images`` (record them). Datasets
+        ``BadImagesLeftOutWarning``; their paths are in the returned dataset's ``dropped_images`` (record them). Datasets
         rendered in memory (the Pocket suite, ``toy-colours``) have no files to fail, so there it
         changes nothing.
         """
@@ -172,7 +176,8 @@ class DatasetSpec:
             ds, dropped = drop_bad_images(ds)
             if dropped:
                 warnings.warn(f"{self.name}/{split}: left out {len(dropped)} unreadable image(s), "
-                              f"e.g. {dropped[0]}", stacklevel=2)
+                              f"e.g. {dropped[0]} (the record lists them in dropped_images)",
+                              BadImagesLeftOutWarning, stacklevel=2)
         return ds.with_transform(transform) if transform is not None else ds
 
 

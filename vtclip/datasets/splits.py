@@ -97,6 +97,10 @@ def check_split_paths(where, paths: dict[str, list[str]]) -> None:
                                  "not share images, or the accuracy measured on one is partly a training score")
 
 
+class SplitNamesWarning(UserWarning):
+    """A split file spells a few class names differently from vtclip's table (labels used as written)."""
+
+
 def _check_names(seen: dict[int, str], classnames: Sequence[str], path: Path) -> None:
     """Compare the split file's class names with ours; raise when the label order looks wrong."""
     diff = [(y, c, classnames[y]) for y, c in sorted(seen.items()) if not same_name(c, classnames[y])]
@@ -113,7 +117,7 @@ def _check_names(seen: dict[int, str], classnames: Sequence[str], path: Path) ->
         raise ValueError(f"{path}: {len(diff)} of {len(seen)} class names differ from this dataset's "
                          f"label order ({shown}); it belongs to another dataset or version.")
     warnings.warn(f"{path}: {len(diff)} class name(s) spelled differently ({shown}); "
-                  "labels are used as written, names from vtclip's table", stacklevel=3)
+                  "labels are used as written, names from vtclip's table", SplitNamesWarning, stacklevel=3)
 
 
 def image_files(folder: str | Path) -> list[str]:
