@@ -37,11 +37,11 @@ def report(args, record: dict, line: str) -> int:
 
 
 def cmd_train(args) -> int:
-    from .experiments import (check_out, check_record_free, keep_result, load_task, run_method, run_record_name,
-                              write_record)
+    from .experiments import (check_out, check_record_free, check_writable, keep_result, load_task, run_method,
+                              run_record_name, write_record)
     from .datasets import get_dataset
     from .methods import check_options
-    from .train import TrainConfig, save_checkpoint
+    from .train import TrainConfig
 
     cfg = TrainConfig.preset(args.preset, get_dataset(args.dataset).name, args.shots, method=args.method)
     if args.epochs is not None:
@@ -61,26 +61,50 @@ def cmd_train(args) -> int:
     if args.out:                             # before any work: never overwrite, never waste the training
         check_out(args.out)
         check_record_free(args.out, args.method, args.backbone, args.dataset, args.shots, args.seed)
-        head = (Path(args.out) / run_record_name(args.method, args.backbone, args.dataset, args.shots,
-                                                 args.seed)).with_suffix(".safetensors")
+        record_file = Path(args.out) / run_record_name(args.method, args.backbone, args.dataset, args.shots,
+                                                       args.seed)
+        head = record_file.with_suffix(".safetensors")
         if args.save_head and head.exists():
             raise FileExistsError(f"{head} already exists; not overwriting it. Use another --out directory "
                                   "or move that file away.")
+        check_writable(args.out, "--out", record_file.name)      # the files' own names too (a long backbone
+        if args.save_head:                                       # folder name can be one too many)
+            check_writable(args.out, "--save-head", head.name)
     task = load_task(args.backbone, args.dataset, args.spatial, args.data_root, progress=not args.json,
                      skip_bad_images=args.skip_bad_images)
     record, model, _ = run_method(task, args.method, args.shots, args.seed, cfg.replace(progress=not args.json),
                                   progress=not args.json, **options)
     if args.out:
-        path = keep_result(lambda: write_record(record, args.out), record,
-                           Path(args.out) / run_record_name(args.method, args.backbone, args.dataset, args.shots,
-                                                            args.seed))
+        path = keep_result(lambda: write_record(record, args.out), record, record_file)
         if path is None:                     # printed instead; the head would be one file without its record
             return 1
-        if args.save_head:
-            save_checkpoint(model, path.with_suffix(".safetensors"), extra={"record": path.name})
-    return report(args, record, f"{record['method']} {record['backbone']} {record['dataset']} "
-                                f"{args.shots}-shot seed {args.seed}: top-1 {record['top1']:.2f}% "
-                                f"({record['n_test']} test images, {record['train_seconds']:.1f}s training)")
+    saved = not args.save_head or save_head(model, path.with_suffix(".safetensors"), path.name)
+    report(args, record, f"{record['method']} {record['backbone']} {record['dataset']} "
+                         f"{args.shots}-shot seed {args.seed}: top-1 {record['top1']:.2f}% "
+                         f"({record['n_test']} test images, {record['train_seconds']:.1f}s training)")
+    return 0 if saved else 1
+
+
+def save_head(model, head: Path, record: str) -> bool:
+    """Save the trained method as ``head`` (beside its ``record``); if that fails (a disk that filled
+    during training), save it in a new temporary folder instead and say on stderr where, so that the
+    training is not lost. Whether ``head`` itself was written."""
+    import tempfile
+
+    from .train import save_checkpoint
+
+    try:
+        save_checkpoint(model, head, extra={"record": record})
+        return True
+    except OSError as err:
+        try:
+            kept = save_checkpoint(model, Path(tempfile.mkdtemp(prefix="vtclip-head-")) / head.name,
+                                   extra={"record": record})
+            where = f"it is saved in {kept} instead: move it to {head} once there is room"
+        except OSError as again:
+            where = f"nor in a temporary folder ({again}), so only its record is kept"
+        print(f"vtclip: could not save the trained head to {head} ({err}); {where}", file=sys.stderr)
+        return False
 
 
 def cmd_demo(args) -> int:

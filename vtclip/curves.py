@@ -118,7 +118,7 @@ def run_curves_grid(method: str, backbone: str, datasets, shots: int, seeds, out
 def _run_curves_grid(method, backbone, datasets, shots, seeds, out: Path, preset, variant, data_root, progress,
                      skip_bad_images, options) -> dict:
     """``run_curves_grid`` once its input is checked and ``out`` is locked."""
-    done, skipped = 0, 0
+    done, skipped, unreadable = 0, 0, 0
     # resuming or extending: every curves record of this backbone there must come from the same weights,
     # and those in a row this grid adds to (any seed) from the same schedule and method options
     recipes = {summary_row(curves_name(method, backbone, d, shots, 1, variant)):
@@ -129,8 +129,11 @@ def _run_curves_grid(method, backbone, datasets, shots, seeds, out: Path, preset
         task = None
         for seed in seeds:
             name = curves_name(method, backbone, dataset, shots, seed, variant)
-            if (out / name).exists():
-                skipped += 1
+            if (out / name).exists():        # done; or named in a warning, left as it is, not counted as done
+                if out / name in readable_records([out / name]):
+                    skipped += 1
+                else:
+                    unreadable += 1
                 continue
             if task is None:
                 clip = clip or load_clip(backbone)
@@ -141,7 +144,7 @@ def _run_curves_grid(method, backbone, datasets, shots, seeds, out: Path, preset
             if keep_result(lambda: write_record(record, out, name), record, out / name) is None:
                 raise OSError(f"could not write {out / name}; its record is printed on stdout")   # not lost
             done += 1
-    return {"out": str(out), "ran": done, "already_there": skipped}
+    return {"out": str(out), "ran": done, "already_there": skipped, "unreadable": unreadable}
 
 
 def load_curves(folder) -> list[dict]:
@@ -211,7 +214,10 @@ def cmd_curves(args) -> int:
     if args.json:
         print_json({**result, "variant": variant})
     else:
-        print(f"curves: {result['ran']} run(s) done, {result['already_there']} already there, in {args.out}")
+        bad = result["unreadable"]
+        print(f"curves: {result['ran']} run(s) done, {result['already_there']} already there"
+              + (f", {bad} left out as unreadable (named above: delete them to have those runs done again)"
+                 if bad else "") + f", in {args.out}")
         print(curves_table(args.out, args.method, args.backbone, dataset_names(args.datasets), args.shots, variant))
     return 0
 

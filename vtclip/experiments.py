@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import itertools
 import json
 import os
@@ -255,10 +256,14 @@ def out_lock(out, flag: str = "--out"):
         lock.release()
 
 
-def check_writable(folder, flag: str) -> None:
+def check_writable(folder, flag: str, name: str | None = None) -> None:
     """Write and remove a small file in ``folder`` before any work, so that a full disk or a read-only
-    mount (which permissions do not show, least of all to root) stops the command now, not after it."""
-    probe = Path(folder) / f".vtclip-write-test-{os.getpid()}"
+    mount (which permissions do not show, least of all to root) stops the command now, not after it.
+
+    ``name``: a file the command will write there; the probe is then that file's temporary file
+    (``temp_name``), so that a name the file system refuses (too long) stops it now too, naming the file.
+    """
+    probe = temp_name(Path(folder) / name) if name else Path(folder) / f".vtclip-write-test-{os.getpid()}"
     created = False
     try:
         with open(probe, "wb") as f:
@@ -267,8 +272,10 @@ def check_writable(folder, flag: str) -> None:
             f.flush()
             os.fsync(f.fileno())                 # a full disk may refuse only here
     except OSError as err:
-        raise ValueError(f"{flag} {folder}: cannot write there ({err.strerror or err}); give a folder you can "
-                         "write to, with free space") from None
+        where = f"{flag}: cannot write {Path(folder) / name}" if name else f"{flag} {folder}: cannot write there"
+        todo = ("its file system refuses a name that long: give the backbone or image folder a shorter name"
+                if err.errno == errno.ENAMETOOLONG else "give a folder you can write to, with free space")
+        raise ValueError(f"{where} ({err.strerror or err}); {todo}") from None
     finally:
         if created:                              # on a read-only mount even unlink() fails (EROFS)
             probe.unlink(missing_ok=True)
@@ -321,7 +328,7 @@ def write_new(path: str | Path, text: str, what: str = "",
     leaves no half-written file and an existing one (``what`` it is, for the message) is never replaced."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_name(path)
     try:
         tmp.write_text(text)        # a full disk fails here: the partial file goes in ``finally``
         os.link(tmp, path)          # fails if the file exists: a finished run is never replaced
@@ -330,6 +337,12 @@ def write_new(path: str | Path, text: str, what: str = "",
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def temp_name(path) -> Path:
+    """The temporary file beside ``path`` that it is written to whole before it takes its name."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 def write_record(record: dict, out: str | Path, name: str | None = None) -> Path:
@@ -442,7 +455,24 @@ def read_record(path) -> dict:
     wrong = _wrong_types(record)
     if wrong:
         raise ValueError(f"{path} is not a result record ({'; '.join(wrong)})")
+    other = _named_otherwise(path, record)
+    if other:
+        raise ValueError(f"{path} holds the record of another run than its name says ({other})")
     return record
+
+
+def _named_otherwise(path: Path, record: dict) -> str:
+    """Where a record file's name and the run its content describes disagree ("" where they agree):
+    a copied or hand-edited file would otherwise count as a run it is not, and be averaged as one."""
+    suffix = ".curves.json" if path.name.endswith(".curves.json") else ".json"
+    want = record_name(record).removesuffix(".json")
+    named = path.name.removesuffix(suffix)
+    if want == named:
+        return ""
+    parts, named_parts = want.split("__"), named.split("__")
+    if len(parts) != len(named_parts):
+        return f"its content is the record of {want}{suffix}"
+    return "; ".join(f"its content says {a}, its name {b}" for a, b in zip(parts, named_parts) if a != b)
 
 
 def _wrong_types(record: dict) -> list[str]:

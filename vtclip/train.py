@@ -249,20 +249,33 @@ def evaluate(model: torch.nn.Module, feats: FeatureSet, batch_size: int = 256) -
 
 
 def save_checkpoint(model: torch.nn.Module, path: str | Path, extra: dict | None = None) -> Path:
-    """Save a method's tensors (safetensors) and what rebuilds it (method, config, logit scale)."""
+    """Save a method's tensors (safetensors) and what rebuilds it (method, config, logit scale).
+
+    Written whole or not at all (a temporary file, then renamed; removed if the write fails). A write
+    that fails (a full disk) raises ``OSError``, as Python's own writes do, not safetensors' error.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
+
+    from .experiments import temp_name
 
     meta = {"method": model.name, "config": model.config, "logit_scale": model.logit_scale,
             "extra": extra or {}}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={"vtclip": json.dumps(meta)})
-    mask = os.umask(0)                       # safetensors creates the file 0600; give it a record's mode
-    os.umask(mask)
-    tmp.chmod(0o666 & ~mask)
-    tmp.replace(path)
+    tmp = temp_name(path)
+    try:
+        try:
+            save_file(state, str(tmp), metadata={"vtclip": json.dumps(meta)})
+        except SafetensorError as err:       # e.g. "IoError(Os { code: 28, kind: StorageFull, ... })"
+            raise OSError(f"safetensors: {err}") from None
+        mask = os.umask(0)                   # safetensors creates the file 0600; give it a record's mode
+        os.umask(mask)
+        tmp.chmod(0o666 & ~mask)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)          # a part written before the disk filled; gone once renamed
     return path
 
 
