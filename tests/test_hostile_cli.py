@@ -187,3 +187,21 @@ def test_a_curves_record_whose_content_is_not_its_names_is_not_already_there(tmp
         result = run_curves_grid("vtclip", "pocket", ["toy-colours"], 1, [1, 2], out, **kw)
     assert (result["ran"], result["already_there"], result["unreadable"]) == (0, 1, 1)
     assert [r["seed"] for r in load_curves(out)] == [1]
+
+
+def test_a_head_whose_record_cannot_be_written_is_kept_elsewhere(tiny_hf_dir, tmp_path, capsys, monkeypatch):
+    """The record's write failing after training printed the record but saved the head nowhere."""
+    import tempfile
+
+    import vtclip.experiments
+
+    def disk_full(record, out, name=None):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(vtclip.experiments, "write_record", disk_full)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    code, stdout, err = _run(capsys, *_train(tiny_hf_dir, tmp_path / "out"))
+    assert code == 1 and json.loads(stdout)["method"] == "vtclip"          # the record, printed
+    (kept,) = (tmp_path / "tmp").glob("*/*.safetensors")
+    (line,) = [x for x in err.splitlines() if "could not save the trained head" in x]
+    assert line.startswith("vtclip train: ") and "its record could not be written" in line and str(kept) in line

@@ -296,7 +296,7 @@ def test_sweep_and_curves_skip_bad_images_only_when_asked(tiny_hf_dir, tmp_path,
     assert json.loads(printed.out)["ran"] == 2                 # --json: stdout is the JSON object alone
     warned = [line for line in printed.err.splitlines() if "unreadable image" in line]
     assert warned and all(line.startswith("vtclip sweep: warning: ") and "left out 1 unreadable image(s), e.g. "
-                          f"{bad} (the record lists them in dropped_images)" in line for line in warned)
+                          f"{bad} (a run's record lists them in dropped_images)" in line for line in warned)
     assert ".py:" not in printed.err                           # one line, not Python's file/line/source form
     records = load_records(tmp_path / "lenient")
     assert sorted(r["method"] for r in records) == ["vtclip", "zeroshot"]
@@ -535,3 +535,21 @@ def test_the_cli_names_an_unreadable_record_in_one_line_and_does_not_count_it_as
     lines = [line for line in err.splitlines() if "seed2.json" in line]
     assert len(lines) == 1 and lines[0].startswith("vtclip sweep: warning: ") and "left out" in lines[0]
     assert "warnings.warn" not in err and ".py:" not in err
+
+
+def test_a_summary_of_records_all_left_out_is_not_kept_stale(tmp_path):
+    """Every record left out (here: one whose content is another seed's): summary.csv kept the old
+    row, as if the run were still there."""
+    import pytest
+
+    from vtclip.experiments import BadRecordWarning
+
+    kw = dict(datasets=["toy-colours"], shots=[1], seeds=[1], out=tmp_path, preset="smoke", progress=False)
+    assert run_sweep(["zeroshot"], "pocket", **kw)["summary_rows"] == 1
+    record = tmp_path / "zeroshot__pocket__toy-colours__1shot__seed1.json"
+    record.write_text(record.read_text().replace('"seed": 1', '"seed": 3'))
+    with pytest.warns(BadRecordWarning, match="its content says seed3, its name seed1"):
+        result = run_sweep(["zeroshot"], "pocket", **kw)
+    assert (result["summary_rows"], result["unreadable"]) == (0, 1)
+    with open(tmp_path / "summary.csv") as f:
+        assert list(csv.DictReader(f)) == []                  # the header only: no row of a left-out run

@@ -76,7 +76,10 @@ def cmd_train(args) -> int:
                                   progress=not args.json, **options)
     if args.out:
         path = keep_result(lambda: write_record(record, args.out), record, record_file)
-        if path is None:                     # printed instead; the head would be one file without its record
+        if path is None:                     # the record is printed instead; the head goes where it can
+            if args.save_head:
+                save_head(model, record_file.with_suffix(".safetensors"), record_file.name,
+                          beside_record=False)
             return 1
     saved = not args.save_head or save_head(model, path.with_suffix(".safetensors"), path.name)
     report(args, record, f"{record['method']} {record['backbone']} {record['dataset']} "
@@ -85,15 +88,18 @@ def cmd_train(args) -> int:
     return 0 if saved else 1
 
 
-def save_head(model, head: Path, record: str) -> bool:
+def save_head(model, head: Path, record: str, beside_record: bool = True) -> bool:
     """Save the trained method as ``head`` (beside its ``record``); if that fails (a disk that filled
-    during training), save it in a new temporary folder instead and say on stderr where, so that the
-    training is not lost. Whether ``head`` itself was written."""
+    during training), or the record itself could not be written there (``beside_record=False``),
+    save it in a new temporary folder instead and say on stderr where, so that the training is not
+    lost. Whether ``head`` itself was written."""
     import tempfile
 
     from .train import save_checkpoint
 
     try:
+        if not beside_record:
+            raise OSError(f"its record could not be written to {head.parent} either")
         save_checkpoint(model, head, extra={"record": record})
         return True
     except OSError as err:
@@ -103,7 +109,7 @@ def save_head(model, head: Path, record: str) -> bool:
             where = f"it is saved in {kept} instead: move it to {head} once there is room"
         except OSError as again:
             where = f"nor in a temporary folder ({again}), so only its record is kept"
-        print(f"vtclip: could not save the trained head to {head} ({err}); {where}", file=sys.stderr)
+        print(f"vtclip train: could not save the trained head to {head} ({err}); {where}", file=sys.stderr)
         return False
 
 

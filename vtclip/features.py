@@ -564,7 +564,8 @@ def verify_entry(feats: FeatureSet, key: dict, meta: dict) -> None:
                                         ("spatial.npy", "spatial_sha1" if whole else "spatial_sample_sha1"))
                    if now[k] != checks[k]]
         if changed:
-            raise ValueError(f"its {' and '.join(changed)} differ from the checksums written in its meta.json")
+            raise ValueError(f"its {' and '.join(changed)} {'differ' if len(changed) > 1 else 'differs'} from the "
+                             "checksums written in its meta.json")
 
 
 def cache_size_bytes(n_images: int, views: int, hw: int, c: int, d: int, store_dtype: str = "float32") -> int:

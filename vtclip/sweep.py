@@ -179,12 +179,13 @@ def summarize(folder) -> list[dict]:
              "shots": k, "top1_mean": round(float(np.mean(v)), 2), "top1_std": round(float(np.std(v)), 2),
              "n_seeds": len(v)}
             for (m, var, b, d, k), v in sorted(groups.items())]
-    if rows:
-        path = Path(folder) / "summary.csv"
+    path = Path(folder) / "summary.csv"
+    if rows or path.exists():          # no records left (all left out): a summary of them would be stale
         check_summary_is_ours(path)
         tmp = path.with_name(f".summary.csv.tmp-{os.getpid()}")   # atomic: two sweeps may share a folder
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else
+                                    [c for c in SUMMARY_COLUMNS if c != "variant"])
             writer.writeheader()
             writer.writerows(rows)
         tmp.replace(path)

@@ -176,7 +176,7 @@ class DatasetSpec:
             ds, dropped = drop_bad_images(ds)
             if dropped:
                 warnings.warn(f"{self.name}/{split}: left out {len(dropped)} unreadable image(s), "
-                              f"e.g. {dropped[0]} (the record lists them in dropped_images)",
+                              f"e.g. {dropped[0]} (a run's record lists them in dropped_images)",
                               BadImagesLeftOutWarning, stacklevel=2)
         return ds.with_transform(transform) if transform is not None else ds
 
