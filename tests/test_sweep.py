@@ -493,12 +493,16 @@ def test_a_finished_run_whose_record_cannot_be_written_is_printed(tmp_path, caps
         return result
 
     monkeypatch.setattr(sweep, "run_method", folder_gone_when_done)
-    result = run_sweep(["vtclip"], "pocket", ["toy-colours"], [1], [1], out, preset="smoke", progress=False)
-    assert (result["ran"], result["failed"]) == (0, 1)
+    from vtclip.cli import main
+
+    code = main(["sweep", "--methods", "vtclip", "--datasets", "toy-colours", "--shots", "1", "--seeds", "1",
+                 "--preset", "smoke", "--out", str(out), "--json"])
     stdout, err = capsys.readouterr()
-    record = json.loads(stdout[stdout.index("{"):stdout.rindex("}") + 1])
+    result = json.loads(stdout)                  # under --json stdout is the sweep's account alone ...
+    assert (code, result["ran"], result["failed"]) == (1, 0, 1)   # a failed run: exit 1
+    record = json.loads(err[err.index("{\n"):err.index("\n}\n") + 2])     # ... and the record on stderr
     assert (record["method"], record["seed"]) == ("vtclip", 1) and 0 <= record["top1"] <= 100
-    assert "could not write" in err and "save it by hand" in err
+    assert "could not write" in err and "printed above on stderr: save it by hand" in err
 
 
 def test_a_curves_record_that_cannot_be_written_is_printed(tmp_path, capsys, monkeypatch):
@@ -515,10 +519,11 @@ def test_a_curves_record_that_cannot_be_written_is_printed(tmp_path, capsys, mon
         return result
 
     monkeypatch.setattr(curves, "run_curves", folder_gone_when_done)
-    with pytest.raises(OSError, match="could not write .*its record is printed on stdout"):
+    with pytest.raises(OSError, match="could not write .*its record is printed on stderr"):
         curves.run_curves_grid("vtclip", "pocket", ["toy-colours"], 1, [1], out, preset="smoke", progress=False)
-    stdout = capsys.readouterr().out
-    assert json.loads(stdout[stdout.index("{"):stdout.rindex("}") + 1])["kind"] == "curves"
+    stdout, err = capsys.readouterr()
+    assert stdout == ""                          # a grid's stdout is its own account
+    assert json.loads(err[err.index("{\n"):err.index("\n}\n") + 2])["kind"] == "curves"
 
 
 def test_the_cli_names_an_unreadable_record_in_one_line_and_does_not_count_it_as_done(tmp_path, capsys):

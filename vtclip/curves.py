@@ -141,8 +141,8 @@ def _run_curves_grid(method, backbone, datasets, shots, seeds, out: Path, preset
                                  skip_bad_images=skip_bad_images)
             cfg = TrainConfig.preset(preset, task.spec.name, shots, method=method, progress=progress)
             record = run_curves(task, method, shots, seed, cfg, variant, progress=progress, **options)
-            if keep_result(lambda: write_record(record, out, name), record, out / name) is None:
-                raise OSError(f"could not write {out / name}; its record is printed on stdout")   # not lost
+            if keep_result(lambda: write_record(record, out, name), record, out / name, in_grid=True) is None:
+                raise OSError(f"could not write {out / name}; its record is printed on stderr")   # not lost
             done += 1
     return {"out": str(out), "ran": done, "already_there": skipped, "unreadable": unreadable}
 

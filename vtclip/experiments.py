@@ -281,15 +281,20 @@ def check_writable(folder, flag: str, name: str | None = None) -> None:
             probe.unlink(missing_ok=True)
 
 
-def keep_result(write: Callable[[], Path], record: dict, where) -> Path | None:
-    """``write()`` the finished ``record``; if that fails, print it as JSON to stdout and say on stderr
-    where it could not be written, so that the work is never lost. The path written, or None."""
+def keep_result(write: Callable[[], Path], record: dict, where, in_grid: bool = False) -> Path | None:
+    """``write()`` the finished ``record``; if that fails, print it as JSON and say on stderr where it
+    could not be written, so that the work is never lost. The path written, or None.
+
+    A command with one result prints it on stdout, as its result. A grid (``in_grid``: sweep, curves,
+    demo) prints each record it could not write on stderr, so that its stdout still holds its own
+    account alone (the one JSON object under ``--json``)."""
     try:
         return write()
     except OSError as err:
-        print(json.dumps(record, indent=1))
-        print(f"vtclip: could not write {where} ({err}); the result is the JSON printed above: save it "
-              "by hand", file=sys.stderr)
+        stream = sys.stderr if in_grid else sys.stdout
+        print(json.dumps(record, indent=1), file=stream)
+        print(f"vtclip: could not write {where} ({err}); the result is the JSON printed above"
+              f"{' on stderr' if in_grid else ''}: save it by hand", file=sys.stderr)
         return None
 
 
@@ -601,7 +606,8 @@ def run_demo(backbone: str = "pocket", datasets=None, shots: int = 16, seeds=(1,
             record, _, _ = run_method(task, "vtclip", shots, seed, cfg, progress=progress)
             accs.append(record["top1"])
             if out:                          # a write that fails prints the record: the run is not lost
-                keep_result(lambda: write_record(record, out), record, Path(out) / record_name(record))
+                keep_result(lambda: write_record(record, out), record, Path(out) / record_name(record),
+                            in_grid=True)
         rows[name] = {"zeroshot": zs, "vtclip": round(float(np.mean(accs)), 2),
                       "vtclip_std": round(float(np.std(accs)), 2), "vtclip_seeds": accs,
                       "chance": round(100 / task.spec.num_classes, 2)}

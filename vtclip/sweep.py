@@ -104,8 +104,8 @@ def _run_sweep(methods, backbone, datasets, shots, seeds, out: Path, preset, dat
                                       select=variants[variant].get("select"), **options)
             if variant:
                 record = {**record, "variant": variant}
-            if keep_result(lambda: write_record(record, out), record, out / name) is None:   # printed: not lost
-                raise OSError(f"could not write {out / name}; its record is printed on stdout")
+            if keep_result(lambda: write_record(record, out), record, out / name, in_grid=True) is None:
+                raise OSError(f"could not write {out / name}; its record is printed on stderr")   # not lost
             _clear_failure(out, name)                            # an earlier failure of this run, now done
             done += 1
         except WeightsUnavailableError:     # the backbone itself: every other run would fail the same way
