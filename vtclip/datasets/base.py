@@ -94,7 +94,11 @@ def to_rgb(im: Image.Image) -> Image.Image:
     range that holds their pixels: 32-bit integers (``I``, which older PILs and some 16-bit TIFFs give,
     and 8-bit data saved as 32 bits) from 0..255, 0..65535 or 0..2**31-1; floats (``F``) from 0..1,
     0..255 or 0..65535. (A 16-bit image stored as ``I`` whose pixels all lie below 256 is therefore
-    read as 8-bit data: nearly black in 16 bits, it is shown at its own contrast.)
+    read as 8-bit data: nearly black in 16 bits, it is shown at its own contrast.) A 16-bit mode is
+    always read from 0..65535, as the PNG and TIFF rules say its samples fill: a file that holds
+    10- or 12-bit sensor data unscaled (0..4095) is read as it says, 16 times too dark. The file
+    cannot tell the two apart (PIL does not read PNG's ``sBIT`` chunk), so nothing is guessed;
+    rescale such files to the full 16-bit range, or save them as 8-bit.
     Pixels no range explains raise ``ValueError`` (``BadImageError`` when read from a file): negative
     ones, NaN or infinite floats, and floats just above 1 (up to 2.55, i.e. over 0..1 but under 1 % of
     0..255: an overshooting 0..1 image or a nearly black 0..255 one, which cannot be told apart).
