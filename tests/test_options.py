@@ -82,17 +82,26 @@ def test_a_finished_result_that_cannot_be_written_is_printed(tmp_path, capsys):
     assert list((tmp_path / "ok").iterdir()) == []
 
 
-def test_pocket_eval_write_to_a_folder_that_cannot_take_a_file_is_refused_before_any_work(tmp_path):
+@pytest.mark.parametrize("command, flag, done", [("eval", "--write", "Zero-shot top-1"),
+                                                 ("probe", "--out", "Feature breadth")])
+def test_pocket_results_to_a_folder_that_cannot_take_a_file_are_refused_before_any_work(tmp_path, command, flag,
+                                                                                       done):
     env = {**os.environ, "VTCLIP_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
-    target = tmp_path / "full" / "zeroshot.json"
+
+    def pocket(target, **limits):
+        return subprocess.run([sys.executable, "-m", "vtclip.cli", "pocket", command, flag, str(target)], env=env,
+                              capture_output=True, text=True, timeout=300, **limits)
+
+    target = tmp_path / "full" / f"{command}.json"
     target.parent.mkdir()
-    run = subprocess.run([sys.executable, "-m", "vtclip.cli", "pocket", "eval", "--datasets", "pocket-objects",
-                          "--limit", "16", "--write", str(target)], env=env, capture_output=True, text=True,
-                         preexec_fn=_small_files_only, timeout=300)
+    run = pocket(target, preexec_fn=_small_files_only)
     assert run.returncode == 2, run.stderr
-    assert f"--write {target.parent}: cannot write there (File too large)" in run.stderr
-    assert "Zero-shot top-1" not in run.stdout                  # no work done
+    assert f"{flag}: cannot write {target} (File too large)" in run.stderr
+    assert done not in run.stdout                               # no work done
     assert list(target.parent.iterdir()) == []
-    run = subprocess.run([sys.executable, "-m", "vtclip.cli", "pocket", "eval", "--write",
-                          str(tmp_path / "nowhere" / "z.json")], env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 2 and "does not exist" in run.stderr, run.stderr
+    target.write_text("an earlier result")                      # never replaced
+    run = pocket(target)
+    assert run.returncode == 2 and f"{target} already exists; not overwriting it" in run.stderr
+    assert target.read_text() == "an earlier result"
+    run = pocket(tmp_path / "nowhere" / "r.json")
+    assert run.returncode == 2 and f"its folder {tmp_path / 'nowhere'} does not exist" in run.stderr, run.stderr

@@ -41,22 +41,16 @@ def cmd_pretrain(args) -> int:
 
 def cmd_eval(args) -> int:
     from ..backbones import load_clip
-    from ..experiments import check_writable, device_name, keep_result
+    from ..experiments import keep_result
     from .suite import zeroshot_suite
 
     if args.write:                                      # before any work: never replaced, and writable
-        if Path(args.write).exists():
-            raise FileExistsError(f"{args.write} already exists; not overwriting it. Give --write a new file, "
-                                  "or delete that one.")
-        if not Path(args.write).parent.is_dir():
-            raise ValueError(f"--write {args.write}: its folder {Path(args.write).parent} does not exist; "
-                             "create it or give another file")
-        check_writable(Path(args.write).parent, "--write")
+        check_target(args.write, "--write")
     clip = load_clip(args.backbone)
     rows = zeroshot_suite(clip, args.datasets, limit=args.limit)
     result = {"backbone": clip.name, "weights": clip.weights_tag, "datasets": rows,
               **({"limit": args.limit} if args.limit else {})}
-    if args.write and keep_result(lambda: write_results(result, args, device_name(clip.device)), result,
+    if args.write and keep_result(lambda: write_results(result, args.write, "eval", clip), result,
                                   args.write) is None:
         return 1
     with table_unless_json(args.json):
@@ -71,13 +65,17 @@ def cmd_eval(args) -> int:
 
 def cmd_probe(args) -> int:
     from ..backbones import load_clip
+    from ..experiments import keep_result
     from .probe import feature_breadth, headroom
 
-    if args.out and Path(args.out).exists():
-        raise FileExistsError(f"{args.out} already exists; not overwriting it. Give --out a new file.")
+    if args.out:                                        # before any work: never replaced, and writable
+        check_target(args.out, "--out")
     clip = load_clip(args.backbone)
     result = {"backbone": clip.name, "weights": clip.weights_tag, "breadth": feature_breadth(clip),
-              "headroom": headroom(clip), "command": "vtclip pocket probe " + " ".join(sys.argv[3:])}
+              "headroom": headroom(clip)}
+    if args.out and keep_result(lambda: write_results(result, args.out, "probe", clip), result,
+                                args.out) is None:
+        return 1
     with table_unless_json(args.json):
         print(f"Feature breadth of {clip.name} (top-1 %, v2 scenes): linear probe / zero-shot")
         for attr, row in result["breadth"].items():
@@ -85,22 +83,36 @@ def cmd_probe(args) -> int:
         print("Headroom on the suite's val splits: zero-shot -> linear probe")
         for name, row in result["headroom"].items():
             print(f"  {name:<18}{row['zeroshot']:>7.1f} ->{row['probe']:>6.1f}")
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     if args.json:
         print(json.dumps(result))
     return 0
 
 
-def write_results(result: dict, args, machine: str) -> Path:
-    """Write an eval result with its provenance to ``args.write`` (the results file), atomically and
-    never over an existing file."""
-    from ..experiments import write_record
+def check_target(path, flag: str) -> None:
+    """Before any work: the file ``path`` (given as ``flag``) is new, its folder exists and takes a file."""
+    from ..experiments import check_writable
 
-    path = Path(args.write)
-    command = "vtclip pocket eval " + " ".join(shlex.quote(a) for a in sys.argv[3:]) \
-        if sys.argv[1:3] == ["pocket", "eval"] else "vtclip pocket eval --json"
-    record = {**result, "command": command, "machine": machine,
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} already exists; not overwriting it. Give {flag} a new file, or delete "
+                              "that one.")
+    if not path.parent.is_dir():
+        raise ValueError(f"{flag} {path}: its folder {path.parent} does not exist; create it or give another file")
+    check_writable(path.parent, flag, path.name)
+
+
+def write_results(result: dict, path, command: str, clip) -> Path:
+    """Write the result of ``vtclip pocket COMMAND`` with its provenance (command line, machine and
+    CPU threads, time) to the file ``path``, atomically and never over an existing file."""
+    import torch
+
+    from ..experiments import device_name, write_record
+
+    path = Path(path)
+    line = f"vtclip pocket {command} " + " ".join(shlex.quote(a) for a in sys.argv[3:]) \
+        if sys.argv[1:3] == ["pocket", command] else f"vtclip pocket {command} --json"
+    record = {**result, "command": line, "machine": device_name(clip.device),
+              "threads": torch.get_num_threads(),
               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     return write_record(record, path.parent, path.name)
 
