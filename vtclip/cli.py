@@ -97,20 +97,21 @@ def save_head(model, head: Path, record: str, beside_record: bool = True) -> boo
 
     from .train import save_checkpoint
 
-    try:
-        if not beside_record:
-            raise OSError(f"its record could not be written to {head.parent} either")
-        save_checkpoint(model, head, extra={"record": record})
-        return True
-    except OSError as err:
+    why = f"its record could not be written to {head.parent} either"
+    if beside_record:
         try:
-            kept = save_checkpoint(model, Path(tempfile.mkdtemp(prefix="vtclip-head-")) / head.name,
-                                   extra={"record": record})
-            where = f"it is saved in {kept} instead: move it to {head} once there is room"
-        except OSError as again:
-            where = f"nor in a temporary folder ({again}), so only its record is kept"
-        print(f"vtclip train: could not save the trained head to {head} ({err}); {where}", file=sys.stderr)
-        return False
+            save_checkpoint(model, head, extra={"record": record})
+            return True
+        except OSError as err:
+            why = err
+    try:
+        kept = save_checkpoint(model, Path(tempfile.mkdtemp(prefix="vtclip-head-")) / head.name,
+                               extra={"record": record})
+        where = f"it is saved in {kept} instead: move it to {head} once there is room"
+    except OSError as again:
+        where = f"nor in a temporary folder ({again}), so only its record is kept"
+    print(f"vtclip train: could not save the trained head to {head} ({why}); {where}", file=sys.stderr)
+    return False
 
 
 def cmd_demo(args) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import settings
-from .experiments import method_label
+from .experiments import method_label, temp_name
 from .sweep import load_records
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -102,7 +102,7 @@ def update_readme(readme: str | Path = README, folder: str | Path = POCKET_RESUL
     """Rewrite the README's results block from the records; returns whether it changed."""
     text, new = updated_readme(readme, folder)
     if new != text:                  # a temporary file, then a rename: never a half-written README
-        tmp = Path(readme).with_name(f".{Path(readme).name}.tmp-{os.getpid()}")
+        tmp = temp_name(readme)
         tmp.write_text(new)
         os.replace(tmp, readme)
     return new != text

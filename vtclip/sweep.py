@@ -28,7 +28,7 @@ from . import settings
 from .datasets.base import check_draw
 from .experiments import (check_grid, check_out, check_resume, dataset_label, dataset_names, keep_result, load_task,
                           method_label, out_lock, readable_records, record_name, run_method, run_record_name,
-                          summary_row, write_record)
+                          summary_row, temp_name, write_record)
 from .options import add_skip_bad_images, parse_options, print_json, table_unless_json
 from .train import TrainConfig
 
@@ -125,7 +125,7 @@ def _run_sweep(methods, backbone, datasets, shots, seeds, out: Path, preset, dat
 def _write_failure(out: Path, name: str, failure: dict) -> None:
     """Write ``failed/<name>`` whole or not at all (replacing only this run's earlier failure); on a
     full or read-only disk, say so on stderr and go on: the sweep's account still lists the error."""
-    tmp = out / "failed" / f".{name}.tmp-{os.getpid()}"
+    tmp = temp_name(out / "failed" / name)
     try:
         tmp.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(failure, indent=1))
@@ -182,7 +182,7 @@ def summarize(folder) -> list[dict]:
     path = Path(folder) / "summary.csv"
     if rows or path.exists():          # no records left (all left out): a summary of them would be stale
         check_summary_is_ours(path)
-        tmp = path.with_name(f".summary.csv.tmp-{os.getpid()}")   # atomic: two sweeps may share a folder
+        tmp = temp_name(path)          # atomic: two sweeps may share a folder
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else
                                     [c for c in SUMMARY_COLUMNS if c != "variant"])
